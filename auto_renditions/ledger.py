@@ -1,0 +1,252 @@
+"""The ownership ledger: claims written in the caller's transaction, under a per-image lock.
+
+Every transaction that adds or removes a claim, or deletes a released rendition, first locks the rows of
+:class:`~auto_renditions.models.ImageLock` for the images it touches (:func:`lock_images`). That makes
+"is this rendition still claimed?" and "does this rendition exist?" stable for the rest of the transaction:
+
+- a claim that commits before a deletion takes the lock is seen by the deletion, which then keeps the rendition;
+- a deletion that commits first is seen by the claim, which then finds the rendition missing and queues it.
+
+So no interleaving leaves a live post with a missing rendition and nothing queued to make it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+from wagtail.images.models import Rendition
+
+from . import planning, queue, signals
+from .conf import get_settings
+from .models import Claim, Failure, ImageLock, PendingDeletion, QueuedImage
+from .planning import Key
+
+logger = logging.getLogger(__name__)
+
+#: ``filter_spec`` of a :class:`Failure` that is about the whole image (it could not be planned at all).
+WHOLE_IMAGE = "*"
+
+
+@dataclass
+class LedgerChange:
+    """What one ledger transaction did; handed to :mod:`auto_renditions.queue` to run on commit."""
+
+    added: set[Key] = field(default_factory=set)
+    removed: set[Key] = field(default_factory=set)
+    released: set[Key] = field(default_factory=set)
+    queued_images: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.released or self.queued_images)
+
+
+def lock_images(image_ids: Iterable[int]) -> None:
+    """Lock the given images for the rest of the current transaction (call inside ``atomic``).
+
+    PostgreSQL: row locks in ascending id order (no deadlock between two lockers of overlapping sets).
+    SQLite: the insert takes the database write lock, which serialises all writers; it must be the first
+    statement of a transaction that has not written yet, so that later reads see the latest commit.
+    """
+    ids = sorted(set(image_ids))
+    if not ids:
+        return
+    ImageLock.objects.bulk_create([ImageLock(image_id=i) for i in ids], ignore_conflicts=True)
+    if connection.features.has_select_for_update:
+        list(ImageLock.objects.select_for_update().filter(image_id__in=ids).order_by("image_id").values_list("pk"))
+
+
+def _live_posts(post_ids: Collection[int]) -> list:
+    from cast.models import Post
+
+    return list(Post.objects.live().filter(pk__in=post_ids).prefetch_related("images", "galleries__images"))
+
+
+def requirement_for_posts(post_ids: Collection[int]) -> dict[int, planning.Requirement]:
+    """Plan every live post among ``post_ids``; posts that are not live (or gone) require nothing."""
+    requirements = {post_id: planning.Requirement() for post_id in post_ids}
+    for post in _live_posts(post_ids):
+        requirements[post.pk] = planning.required_renditions(post.get_all_images())
+    return requirements
+
+
+def sync_posts(post_ids: Iterable[int]) -> LedgerChange:
+    """Make the claims of these posts equal their current requirement; queue what that needs on commit."""
+    post_ids = set(post_ids)
+    if not post_ids:
+        return LedgerChange()
+    with transaction.atomic():
+        requirements = requirement_for_posts(post_ids)
+        return _apply(requirements)
+
+
+def release_posts(post_ids: Iterable[int]) -> LedgerChange:
+    """Drop every claim of these posts (unpublished or being deleted)."""
+    post_ids = set(post_ids)
+    if not post_ids:
+        return LedgerChange()
+    with transaction.atomic():
+        return _apply({post_id: planning.Requirement() for post_id in post_ids})
+
+
+def _claims_of(post_ids: Collection[int]) -> dict[Key, list[tuple[int, int]]]:
+    """``{(image_id, spec): [(claim_pk, post_id), ...]}`` for the given posts."""
+    claims: dict[Key, list[tuple[int, int]]] = {}
+    rows = Claim.objects.filter(post_id__in=post_ids).values_list("pk", "post_id", "image_id", "filter_spec")
+    for pk, post_id, image_id, spec in rows:
+        claims.setdefault((image_id, spec), []).append((pk, post_id))
+    return claims
+
+
+def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
+    post_ids = set(requirements)
+    required_images = set().union(*(r.image_ids for r in requirements.values()))
+    claimed_before = {image_id for image_id, _ in _claims_of(post_ids)}
+    lock_images(required_images | claimed_before)
+    claims = _claims_of(post_ids)  # re-read under the lock
+    late = {image_id for image_id, _ in claims} - required_images - claimed_before
+    lock_images(late)  # a concurrent transaction claimed an image we had not locked yet (rare)
+
+    change = LedgerChange()
+    to_create: list[Claim] = []
+    to_delete: list[int] = []
+    for post_id, requirement in requirements.items():
+        claimed = {key for key, holders in claims.items() if any(p == post_id for _, p in holders)}
+        delta = planning.diff(claimed, requirement.keys)
+        to_create += [Claim(post_id=post_id, image_id=i, filter_spec=s) for i, s in delta.add]
+        to_delete += [pk for key in delta.remove for pk, p in claims[key] if p == post_id]
+        change.added |= delta.add
+        change.removed |= delta.remove
+    Claim.objects.bulk_create(to_create, ignore_conflicts=True)
+    if to_delete:
+        Claim.objects.filter(pk__in=to_delete).delete()
+
+    _cancel_pending_deletions(change.added)
+    change.released = change.removed - _still_claimed(change.removed)
+    mark_released(change.released)
+    required = set().union(*(r.keys for r in requirements.values()))
+    change.queued_images = queue_missing(required)
+    _record_unplannable(requirements.values())
+    if change.added or change.removed:
+        signals.claims_changed.send(sender=LedgerChange, change=change)
+    queue.dispatch(change)
+    return change
+
+
+def _still_claimed(keys: Collection[Key]) -> set[Key]:
+    if not keys:
+        return set()
+    images, specs = {i for i, _ in keys}, {s for _, s in keys}
+    rows = Claim.objects.filter(image_id__in=images, filter_spec__in=specs).values_list("image_id", "filter_spec")
+    return set(rows) & set(keys)
+
+
+def _cancel_pending_deletions(keys: Collection[Key]) -> None:
+    """A re-claim within the grace period keeps the rendition."""
+    if not keys:
+        return
+    rows = PendingDeletion.objects.filter(image_id__in={i for i, _ in keys}).values_list(
+        "pk", "image_id", "filter_spec"
+    )
+    doomed = [pk for pk, image_id, spec in rows if (image_id, spec) in keys]
+    if doomed:
+        PendingDeletion.objects.filter(pk__in=doomed).delete()
+
+
+def mark_released(keys: Collection[Key]) -> None:
+    """Schedule the deletion of renditions that lost their last claim (call under the images' lock)."""
+    if not keys:
+        return
+    now = timezone.now()
+    due = now + timedelta(seconds=get_settings().DELETE_GRACE_SECONDS)
+    PendingDeletion.objects.bulk_create(
+        [PendingDeletion(image_id=i, filter_spec=s, released_at=now, due_at=due) for i, s in keys],
+        ignore_conflicts=True,
+    )
+
+
+def existing_renditions(image_ids: Collection[int]) -> set[Key]:
+    return set(Rendition.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec"))
+
+
+def blocked_by_failures(image_ids: Collection[int], now=None) -> set[Key]:
+    """Specs not to try now: failures past MAX_ATTEMPTS, or whose retry back-off has not run out yet."""
+    conf, now = get_settings(), now or timezone.now()
+    blocked = set()
+    rows = Failure.objects.filter(image_id__in=image_ids).values_list(
+        "image_id", "filter_spec", "attempts", "last_failed_at"
+    )
+    for image_id, spec, attempts, last_failed_at in rows:
+        retry_at = last_failed_at + timedelta(seconds=conf.RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1))
+        if attempts >= conf.MAX_ATTEMPTS or retry_at > now:
+            blocked.add((image_id, spec))
+    return blocked
+
+
+def missing(required: Collection[Key]) -> set[Key]:
+    """Required renditions that do not exist and may be tried now."""
+    if not required:
+        return set()
+    image_ids = {i for i, _ in required}
+    blocked = blocked_by_failures(image_ids)
+    return {
+        key
+        for key in set(required) - existing_renditions(image_ids)
+        if key not in blocked and (key[0], WHOLE_IMAGE) not in blocked
+    }
+
+
+def queue_missing(required: Collection[Key]) -> set[int]:
+    """Mark images with missing renditions as queued; return those that need a new task (call under lock).
+
+    An image already queued only gets a new token: its task, queued or running, picks the new work up.
+    """
+    image_ids = {image_id for image_id, _ in missing(required)}
+    return mark_queued(image_ids)
+
+
+def mark_queued(image_ids: Collection[int]) -> set[int]:
+    if not image_ids:
+        return set()
+    already = set(QueuedImage.objects.filter(image_id__in=image_ids).values_list("image_id", flat=True))
+    if already:
+        # One token for all: each row only needs to differ from what its running task read.
+        QueuedImage.objects.filter(image_id__in=already).update(token=uuid.uuid4())
+    new = set(image_ids) - already
+    QueuedImage.objects.bulk_create([QueuedImage(image_id=i) for i in new], ignore_conflicts=True)
+    return new
+
+
+def _record_unplannable(requirements: Iterable[planning.Requirement]) -> None:
+    for requirement in requirements:
+        for item in requirement.unplannable:
+            logger.warning("Cannot plan renditions for image %s: %s", item.image_id, item.error)
+            Failure.objects.update_or_create(
+                image_id=item.image_id,
+                filter_spec=WHOLE_IMAGE,
+                defaults={
+                    "error": item.error,
+                    "attempts": get_settings().MAX_ATTEMPTS,
+                    "last_failed_at": timezone.now(),
+                },
+            )
+
+
+def posts_using_images(image_ids: Collection[int]) -> set[int]:
+    """Live posts showing any of these images, directly or through a gallery."""
+    from cast.models import Post
+
+    if not image_ids:
+        return set()
+    query = Q(images__in=image_ids) | Q(galleries__images__in=image_ids)
+    return set(Post.objects.live().filter(query).values_list("pk", flat=True).distinct())
+
+
+def claimed_keys(image_id: int) -> set[str]:
+    return set(Claim.objects.filter(image_id=image_id).values_list("filter_spec", flat=True).distinct())

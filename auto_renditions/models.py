@@ -1,0 +1,100 @@
+"""The ownership ledger and the little state the background work needs.
+
+- :class:`Claim`: a live post needs rendition ``filter_spec`` of ``image``. The number of claims of an
+  ``(image, filter_spec)`` is its reference count; only renditions that were claimed are ever deleted.
+- :class:`PendingDeletion`: an ``(image, filter_spec)`` lost its last claim and goes at ``due_at``
+  unless it is claimed again first.
+- :class:`QueuedImage`: a generation task for the image is queued or running (with its lease).
+- :class:`Failure`: a rendition that could not be made, for operators and bounded retries.
+- :class:`ImageLock`: one row per image, locked by every transaction that claims, releases or deletes.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Claim(models.Model):
+    post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+")
+    filter_spec = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["post", "image", "filter_spec"], name="auto_renditions_claim_unique")
+        ]
+        indexes = [models.Index(fields=["image", "filter_spec"], name="auto_renditions_claim_spec")]
+
+    def __str__(self) -> str:
+        return f"post {self.post_id} claims image {self.image_id} {self.filter_spec}"
+
+
+class PendingDeletion(models.Model):
+    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+")
+    filter_spec = models.CharField(max_length=255)
+    released_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "filter_spec"], name="auto_renditions_pending_deletion_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} {self.filter_spec} due {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+
+class QueuedImage(models.Model):
+    """An image with missing claimed renditions and a generation task on its way.
+
+    ``token`` changes on every enqueue, so a task only removes the row if nobody queued more work meanwhile;
+    ``leased_until`` keeps two workers from generating the same image twice.
+    """
+
+    image = models.OneToOneField("wagtailimages.Image", on_delete=models.CASCADE, primary_key=True, related_name="+")
+    token = models.UUIDField(default=uuid.uuid4)
+    queued_at = models.DateTimeField(default=timezone.now)
+    leased_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} queued {self.queued_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Failure(models.Model):
+    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+")
+    filter_spec = models.CharField(max_length=255)
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    first_failed_at = models.DateTimeField(default=timezone.now)
+    last_failed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "filter_spec"], name="auto_renditions_failure_unique")]
+        ordering = ["-last_failed_at"]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} {self.filter_spec}: {self.error} ({self.attempts} attempts)"
+
+
+class ImageLock(models.Model):
+    """Serialises claim, release and delete per image (no foreign key: locking a deleted image must not fail)."""
+
+    image_id = models.BigIntegerField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"lock for image {self.image_id}"
+
+
+class SettingsFingerprint(models.Model):
+    """The fingerprint of the rendition-shaping settings the ledger was last built with (a single row)."""
+
+    fingerprint = models.CharField(max_length=64)
+    settings_json = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.fingerprint

@@ -1,0 +1,55 @@
+"""Hand work to django-q2 once the ledger transaction has committed.
+
+Nothing here runs in the worker; nothing here generates or deletes. A task that is enqueued but never runs
+(a broker restart, a killed worker) is found again by :func:`auto_renditions.tasks.sweep`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from .conf import get_settings
+
+if TYPE_CHECKING:
+    from .ledger import LedgerChange
+
+GENERATE = "auto_renditions.tasks.generate_image_renditions"
+DELETE = "auto_renditions.tasks.delete_due_renditions"
+GROUP = "auto_renditions"
+
+
+def _options() -> dict:
+    conf = get_settings()
+    options = {"group": GROUP, "timeout": conf.TASK_TIMEOUT}
+    if conf.Q_CLUSTER:
+        options["cluster"] = conf.Q_CLUSTER
+    return options
+
+
+def enqueue_generation(image_ids: Iterable[int]) -> None:
+    """One task per image, carrying nothing but its id: the task reads the ledger when it runs."""
+    from django_q.tasks import async_task
+
+    for image_id in sorted(set(image_ids)):
+        async_task(GENERATE, image_id, task_name=f"auto_renditions.generate.{image_id}", **_options())
+
+
+def enqueue_deletion(image_ids: Iterable[int]) -> None:
+    from django_q.tasks import async_task
+
+    ids = sorted(set(image_ids))
+    if ids:
+        async_task(DELETE, ids, task_name="auto_renditions.delete", **_options())
+
+
+def dispatch(change: LedgerChange) -> None:
+    """Enqueue on commit what a ledger change needs: generation now, deletion now if there is no grace."""
+    if change.queued_images:
+        images = set(change.queued_images)
+        transaction.on_commit(lambda: enqueue_generation(images))
+    if change.released and get_settings().DELETE_GRACE_SECONDS <= 0:
+        released_images = {image_id for image_id, _ in change.released}
+        transaction.on_commit(lambda: enqueue_deletion(released_images))

@@ -1,0 +1,183 @@
+"""Listeners: one small function per event, all wired by :func:`connect` with explicit ``dispatch_uid``s.
+
+Each listener only does cheap work in the request: find the affected live posts, let the ledger write their
+claims in the same transaction, and let the queue hand the rest to django-q2 on commit. A failure in here is
+logged and never breaks the editor's action (the ledger runs in a savepoint; ``auto_renditions check`` and
+``sync`` repair what a failure left out).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from wagtail.images.models import Image, Rendition
+from wagtail.signals import page_published, page_unpublished
+
+from . import ledger, queue
+
+logger = logging.getLogger(__name__)
+
+#: django-cast's synchronous receiver, which this app replaces.
+CAST_PUBLISH_DISPATCH_UID = "cast.prepare_published_post_media"
+
+#: Posts whose media relations this app is syncing right now: their m2m signals are not replanned one by one.
+_syncing_posts: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("syncing_posts", default=frozenset())
+
+
+def _logged(handler: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            handler(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - renditions must never block an editor
+            logger.exception("auto_renditions: %s failed; run `manage.py auto_renditions check`", handler.__name__)
+
+    return wrapper
+
+
+@contextmanager
+def _syncing(post_id: int) -> Iterator[None]:
+    token = _syncing_posts.set(_syncing_posts.get() | {post_id})
+    try:
+        yield
+    finally:
+        _syncing_posts.reset(token)
+
+
+def _is_post(instance: Any) -> bool:
+    from cast.models import Post
+
+    return isinstance(instance, Post)
+
+
+def publish_post(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A post went live: sync its media relations like django-cast does, then claim, but make nothing here."""
+    from cast.post_media import prepare_post_media
+
+    if not (_is_post(instance) and instance.live):
+        return
+    with _syncing(instance.pk):
+        prepare_post_media(instance, create_renditions=False)
+    _logged(ledger.sync_posts)([instance.pk])
+
+
+@_logged
+def unpublish_post(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A post went offline: its claims are released."""
+    if _is_post(instance):
+        ledger.release_posts([instance.pk])
+
+
+@_logged
+def delete_post(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A post is being deleted: release its claims before the cascade removes them silently."""
+    if _is_post(instance) and instance.pk is not None:
+        ledger.release_posts([instance.pk])
+
+
+@_logged
+def post_media_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: set | None, **kwargs):
+    """``Post.images`` or ``Post.galleries`` changed outside a publish: replan the live posts concerned."""
+    if action not in {"post_add", "post_remove", "post_clear"}:
+        return
+    if not reverse:
+        if instance.pk not in _syncing_posts.get() and instance.live:
+            ledger.sync_posts([instance.pk])
+        return
+    if pk_set:  # an image or gallery was added to / removed from posts
+        ledger.sync_posts(set(pk_set) - _syncing_posts.get())
+
+
+@_logged
+def gallery_images_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: set | None, **kwargs):
+    """A gallery's images changed: every live post showing that gallery (django-cast shares them) is replanned."""
+    from cast.models import Post
+
+    if reverse and action == "pre_clear":  # image.gallery_set.clear(): remember which galleries it was in
+        instance._auto_renditions_galleries = set(instance.gallery_set.values_list("pk", flat=True))
+        return
+    if action not in {"post_add", "post_remove", "post_clear"}:
+        return
+    if not reverse:
+        gallery_ids = {instance.pk}
+    elif action == "post_clear":
+        gallery_ids = getattr(instance, "_auto_renditions_galleries", set())
+    else:
+        gallery_ids = set(pk_set or ())
+    posts = Post.objects.live().filter(galleries__in=gallery_ids).values_list("pk", flat=True).distinct()
+    ledger.sync_posts(set(posts))
+
+
+def remember_image_file(sender: Any, instance: Image, raw: bool = False, **kwargs: Any) -> None:
+    """Before an image is saved, remember which file it had (to tell a replaced file from a title edit)."""
+    if raw or instance.pk is None:
+        return
+    instance._auto_renditions_old_file = (
+        type(instance).objects.filter(pk=instance.pk).values_list("file", flat=True).first()
+    )
+
+
+@_logged
+def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """An image's file was replaced: its renditions are stale, and its new size changes the required specs."""
+    old_file = getattr(instance, "_auto_renditions_old_file", None)
+    if created or raw or old_file is None or old_file == instance.file.name:
+        return
+    del instance._auto_renditions_old_file
+    from .models import Failure
+
+    with transaction.atomic():
+        ledger.lock_images([instance.pk])
+        Failure.objects.filter(image=instance).delete()  # a new file deserves fresh attempts
+        # Wagtail's edit form deletes them right after this too; other code paths may not.
+        for rendition in Rendition.objects.filter(image=instance):
+            rendition.delete()
+        ledger.sync_posts(ledger.posts_using_images([instance.pk]))
+
+
+@_logged
+def rendition_deleted(sender: Any, instance: Rendition, **kwargs: Any) -> None:
+    """A rendition a live post still claims was deleted behind our back: queue it again after commit."""
+    image_id = instance.image_id
+    pending = transaction.get_connection().run_on_commit
+    key = f"auto_renditions.requeue.{image_id}"
+    if any(getattr(callback, "__name__", "") == key for _, callback, *_ in pending):
+        return  # one check per image and transaction (the edit form deletes a dozen at once)
+
+    def requeue() -> None:
+        with transaction.atomic():
+            ledger.lock_images([image_id])
+            claimed = {(image_id, spec) for spec in ledger.claimed_keys(image_id)}
+            new = ledger.queue_missing(claimed)
+        if new:
+            queue.enqueue_generation(new)
+
+    requeue.__name__ = key
+    transaction.on_commit(_logged(requeue))
+
+
+def connect() -> None:
+    """Wire every listener, replacing django-cast's synchronous rendition generation on publish."""
+    from cast.models import Gallery, Post
+
+    page_published.disconnect(dispatch_uid=CAST_PUBLISH_DISPATCH_UID)
+    page_published.connect(publish_post, dispatch_uid="auto_renditions.publish_post")
+    page_unpublished.connect(unpublish_post, dispatch_uid="auto_renditions.unpublish_post")
+    pre_delete.connect(delete_post, dispatch_uid="auto_renditions.delete_post")
+    m2m_changed.connect(post_media_changed, sender=Post.images.through, dispatch_uid="auto_renditions.post_images")
+    m2m_changed.connect(
+        post_media_changed, sender=Post.galleries.through, dispatch_uid="auto_renditions.post_galleries"
+    )
+    m2m_changed.connect(
+        gallery_images_changed, sender=Gallery.images.through, dispatch_uid="auto_renditions.gallery_images"
+    )
+    pre_save.connect(remember_image_file, sender=Image, dispatch_uid="auto_renditions.remember_image_file")
+    post_save.connect(image_saved, sender=Image, dispatch_uid="auto_renditions.image_saved")
+    post_delete.connect(rendition_deleted, sender=Rendition, dispatch_uid="auto_renditions.rendition_deleted")

@@ -1,0 +1,17 @@
+"""Signals of auto_renditions that a site can hook into (all sent by the app, never by Django)."""
+
+from django.dispatch import Signal
+
+#: A ledger transaction changed claims. ``change``: :class:`auto_renditions.ledger.LedgerChange`
+#: (``added``, ``removed``, ``released`` as ``(image_id, filter_spec)`` sets). Sent inside the transaction.
+claims_changed = Signal()
+
+#: A worker made renditions. ``image``, ``filter_specs``. Sent after they were saved.
+renditions_generated = Signal()
+
+#: A worker could not make renditions. ``image``, ``errors``: ``{filter_spec: message}``.
+renditions_failed = Signal()
+
+#: Released renditions were deleted. ``image_id``, ``filter_specs``. Sent inside the deleting transaction;
+#: Wagtail removes the files on commit.
+renditions_deleted = Signal()

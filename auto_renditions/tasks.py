@@ -1,0 +1,182 @@
+"""What the django-q2 workers run. Every task is idempotent and reads the ledger when it runs."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+from wagtail.images.models import Image, Rendition
+
+from . import ledger, queue, signals
+from .conf import get_settings
+from .models import Claim, Failure, PendingDeletion, QueuedImage
+
+logger = logging.getLogger(__name__)
+
+#: How often one task goes round when new work for its image arrives while it generates.
+MAX_ROUNDS = 5
+
+
+def generate_image_renditions(image_id: int) -> str:
+    """Make every claimed, missing rendition of one image with one read of its original.
+
+    Holds the image's lease while it works, so a duplicate task (or a second worker host) leaves it alone.
+    """
+    token = _acquire_lease(image_id)
+    if token is None:
+        return f"image {image_id}: another worker holds the lease"
+    made: set[str] = set()
+    for _ in range(MAX_ROUNDS):
+        image = Image.objects.filter(pk=image_id).first()
+        if image is None:
+            return f"image {image_id}: deleted"
+        specs = ledger.missing({(image_id, spec) for spec in ledger.claimed_keys(image_id)})
+        if specs:
+            made |= _render(image, {spec for _, spec in specs})
+        token = _finish(image_id, token, made)
+        if token is None:
+            break
+    return f"image {image_id}: made {len(made)} rendition(s)"
+
+
+def _acquire_lease(image_id: int) -> object | None:
+    """Take the image's lease; ``None`` if a live lease is held by another worker."""
+    now = timezone.now()
+    until = now + timedelta(seconds=get_settings().TASK_TIMEOUT + 60)
+    try:
+        QueuedImage.objects.get_or_create(image_id=image_id)  # a duplicate or re-queued task finds it gone
+    except IntegrityError:  # the image was deleted meanwhile
+        return None
+    free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+    if not QueuedImage.objects.filter(free, image_id=image_id).update(leased_until=until):
+        return None
+    return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
+
+
+def _finish(image_id: int, token: object, made: set[str]) -> object | None:
+    """Drop the queue entry if nothing new was queued meanwhile; else return the new token for another round.
+
+    Renditions made for a spec that lost its claim while we worked are handed to deletion.
+    """
+    with transaction.atomic():
+        ledger.lock_images([image_id])
+        unclaimed = made - ledger.claimed_keys(image_id)
+        ledger.mark_released({(image_id, spec) for spec in unclaimed})
+        if QueuedImage.objects.filter(image_id=image_id, token=token).delete()[0]:
+            if unclaimed and get_settings().DELETE_GRACE_SECONDS <= 0:
+                transaction.on_commit(lambda: queue.enqueue_deletion([image_id]))
+            return None
+        return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
+
+
+def _render(image: Image, specs: set[str]) -> set[str]:
+    """Generate ``specs`` through Wagtail's batch API; on error, spec by spec, recording failures."""
+    image.prefetched_renditions = list(image.renditions.all())  # the database, not a stale per-process cache
+    ordered = sorted(specs)
+    errors: dict[str, str] = {}
+    try:
+        image.get_renditions(*ordered)
+        made = set(ordered)
+    except Exception:  # noqa: BLE001 - one broken original must not stop the worker
+        made = set()
+        for spec in ordered:
+            try:
+                image.get_rendition(spec)
+                made.add(spec)
+            except Exception as error:  # noqa: BLE001
+                errors[spec] = f"{type(error).__name__}: {error}"
+                logger.debug("rendition %s of image %s failed:\n%s", spec, image.pk, traceback.format_exc())
+    if made:
+        Failure.objects.filter(image=image, filter_spec__in=made).delete()
+        signals.renditions_generated.send(sender=Image, image=image, filter_specs=made)
+    if errors:
+        _record_failures(image, errors)
+        signals.renditions_failed.send(sender=Image, image=image, errors=errors)
+    return made
+
+
+def _record_failures(image: Image, errors: dict[str, str]) -> None:
+    now = timezone.now()
+    for spec, error in errors.items():
+        logger.warning("Could not make rendition %s of image %s: %s", spec, image.pk, error)
+        failure, created = Failure.objects.get_or_create(
+            image=image, filter_spec=spec, defaults={"error": error, "first_failed_at": now, "last_failed_at": now}
+        )
+        if not created:
+            failure.attempts += 1
+            failure.error, failure.last_failed_at = error, now
+            failure.save(update_fields=["attempts", "error", "last_failed_at"])
+
+
+def delete_due_renditions(image_ids: Iterable[int] | None = None) -> str:
+    """Delete released renditions whose grace period is over and that nobody claimed again.
+
+    Deleting the Rendition row lets Wagtail's own ``post_delete`` handlers remove the file on commit and purge
+    the rendition cache.
+    """
+    now = timezone.now()
+    due = PendingDeletion.objects.filter(due_at__lte=now)
+    if image_ids is not None:
+        due = due.filter(image_id__in=list(image_ids))
+    deleted = 0
+    for image_id in sorted(set(due.values_list("image_id", flat=True))):
+        deleted += _delete_for_image(image_id, now)
+    return f"deleted {deleted} rendition(s)"
+
+
+def _delete_for_image(image_id: int, now) -> int:
+    keep = set(get_settings().KEEP_FILTER_SPECS)
+    with transaction.atomic():
+        ledger.lock_images([image_id])  # first statement: see the latest claims, block new ones until commit
+        pending = list(PendingDeletion.objects.filter(image_id=image_id, due_at__lte=now))
+        specs = {p.filter_spec for p in pending}
+        doomed = specs - ledger.claimed_keys(image_id) - keep
+        count = 0
+        if doomed:
+            # Delete one by one so Wagtail's post_delete handlers (file cleanup, cache purge) run for each.
+            for rendition in Rendition.objects.filter(image_id=image_id, filter_spec__in=doomed):
+                rendition.delete()
+                count += 1
+            signals.renditions_deleted.send(sender=Rendition, image_id=image_id, filter_specs=doomed)
+        PendingDeletion.objects.filter(pk__in=[p.pk for p in pending]).delete()
+    return count
+
+
+def sweep() -> str:
+    """Housekeeping, run by a django-q2 schedule: due deletions, retries, and work whose task was lost."""
+    deleted = delete_due_renditions()
+    now = timezone.now()
+    requeue: set[int] = set(
+        QueuedImage.objects.filter(leased_until__lt=now).values_list("image_id", flat=True)
+    )  # the worker holding the lease died
+    if _broker_idle():
+        # Nothing is waiting in the broker, so queue entries without a lease lost their task; and claims
+        # whose rendition is missing (a retry that is due, a rendition deleted behind our back) get one.
+        requeue |= set(QueuedImage.objects.filter(leased_until__isnull=True).values_list("image_id", flat=True))
+        requeue |= _images_with_missing_renditions()
+    with transaction.atomic():
+        ledger.lock_images(requeue)
+        QueuedImage.objects.filter(image_id__in=requeue).update(leased_until=None)
+        new = ledger.mark_queued(requeue)
+    queue.enqueue_generation(requeue | new)
+    return f"{deleted}; re-queued {len(requeue)} image(s)"
+
+
+def _broker_idle() -> bool:
+    from django_q.brokers import get_broker
+
+    try:
+        return get_broker().queue_size() == 0
+    except Exception:  # noqa: BLE001 - a broker that cannot tell is treated as busy
+        return False
+
+
+def _images_with_missing_renditions() -> set[int]:
+    has_rendition = Rendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
+    candidates = Claim.objects.filter(~Exists(has_rendition)).values_list("image_id", "filter_spec").distinct()
+    return {image_id for image_id, _ in ledger.missing(set(candidates))}
