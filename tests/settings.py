@@ -72,7 +72,8 @@ if DB == "postgres":
             "PASSWORD": os.environ.get("AUTO_RENDITIONS_PG_PASSWORD", ""),
             "HOST": os.environ.get("AUTO_RENDITIONS_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("AUTO_RENDITIONS_PG_PORT", "5432"),
-            "TEST": {"NAME": os.environ.get("AUTO_RENDITIONS_DB_NAME", "test_auto_renditions")},
+            # One test database per run, so that parallel runs on one server do not collide.
+            "TEST": {"NAME": os.environ.get("AUTO_RENDITIONS_DB_NAME", f"test_ar_{RUN_DIR.name[-8:].lower()}")},
         }
     }
 elif DB == "sqlite":
@@ -91,8 +92,8 @@ else:  # pragma: no cover - configuration error
 
 BROKER = os.environ.get("AUTO_RENDITIONS_BROKER", "orm")
 Q_CLUSTER = {
-    "name": "auto_renditions_tests",
-    "workers": 1,
+    "name": os.environ.get("AUTO_RENDITIONS_Q_NAME", f"ar_tests_{RUN_DIR.name}"),
+    "workers": int(os.environ.get("AUTO_RENDITIONS_Q_WORKERS", "1")),
     "timeout": 120,
     "retry": 180,
     "max_attempts": 2,
@@ -120,7 +121,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = RUN_DIR / "static"
 MEDIA_URL = "/media/"
-MEDIA_ROOT = RUN_DIR / "media"
+MEDIA_ROOT = Path(os.environ.get("AUTO_RENDITIONS_MEDIA_ROOT", RUN_DIR / "media"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SITE_ID = 1
 WAGTAIL_SITE_NAME = "auto_renditions tests"

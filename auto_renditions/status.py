@@ -1,0 +1,89 @@
+"""Read-only questions about the rendition state, shared by ``manage.py auto_renditions status`` and the admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count, Exists, OuterRef, Q
+from django.utils import timezone
+from wagtail.images.models import Rendition
+
+from .conf import get_settings
+from .models import Claim, Failure, PendingDeletion, QueuedImage
+
+
+@dataclass(frozen=True)
+class PostProgress:
+    post_id: int
+    title: str
+    required: int
+    pending: int
+    failed: int
+
+    @property
+    def ready(self) -> bool:
+        return self.pending == 0
+
+
+def _missing_claims():
+    has_rendition = Rendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
+    has_failure = Failure.objects.filter(
+        Q(filter_spec=OuterRef("filter_spec")) | Q(filter_spec="*"), image_id=OuterRef("image_id")
+    )
+    return Claim.objects.annotate(made=Exists(has_rendition), failed=Exists(has_failure))
+
+
+def post_progress(post_ids=None) -> list[PostProgress]:
+    """Per live post: claimed renditions, how many are not made yet, and how many of those failed."""
+    claims = _missing_claims()
+    if post_ids is not None:
+        claims = claims.filter(post_id__in=list(post_ids))
+    rows = (
+        claims.values("post_id", "post__title")
+        .annotate(
+            required=Count("pk"),
+            pending=Count("pk", filter=Q(made=False)),
+            failed=Count("pk", filter=Q(made=False, failed=True)),
+        )
+        .order_by("post_id")
+    )
+    return [PostProgress(r["post_id"], r["post__title"], r["required"], r["pending"], r["failed"]) for r in rows]
+
+
+def posts_not_ready() -> list[PostProgress]:
+    return [p for p in post_progress() if not p.ready]
+
+
+def failures():
+    """Failed renditions, newest first (``image``, ``filter_spec``, ``error``, ``attempts``)."""
+    return Failure.objects.select_related("image").order_by("-last_failed_at")
+
+
+def exhausted_failures():
+    return failures().filter(attempts__gte=get_settings().MAX_ATTEMPTS)
+
+
+def pending_deletions():
+    return PendingDeletion.objects.select_related("image").order_by("due_at")
+
+
+def overdue_deletions():
+    return pending_deletions().filter(due_at__lte=timezone.now())
+
+
+def queued_images():
+    return QueuedImage.objects.order_by("queued_at")
+
+
+def in_flight():
+    return QueuedImage.objects.filter(leased_until__gt=timezone.now())
+
+
+def broker_queue_size() -> int | None:
+    """Tasks waiting in django-q2's broker (``None`` if the broker cannot tell)."""
+    from django_q.brokers import get_broker
+
+    try:
+        return get_broker().queue_size()
+    except Exception:  # noqa: BLE001
+        return None

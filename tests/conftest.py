@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+from tests import harness
+
+
+def pytest_report_header(config):
+    return f"auto_renditions backends: {harness.backend_label()}"
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def blog(db):
+    from tests.factories import make_blog
+
+    return make_blog()
+
+
+@pytest.fixture
+def settle():
+    """Run queued generation and due deletions in this process (for logic tests; no worker needed)."""
+    return harness.settle_in_process
