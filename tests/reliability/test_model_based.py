@@ -1,0 +1,85 @@
+"""Seeded random walk of editor actions from several processes against real workers, checked by an oracle."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import pytest
+from django.db import close_old_connections
+
+from auto_renditions import status, tasks
+from tests.factories import make_blog, make_image
+from tests.harness import drained, wait_until
+from tests.reliability import invariants
+from tests.reliability.conftest import needs_pg_redis, spawn, worker
+
+WRITERS = 3
+pytestmark = [pytest.mark.reliability, pytest.mark.worker, needs_pg_redis()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
+    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(10**6))
+    ops = int(os.environ.get("RELIABILITY_OPS", "500"))
+    print(f"\nreliability random walk: RELIABILITY_SEED={seed} RELIABILITY_OPS={ops} writers={WRITERS}")
+    rnd = random.Random(seed)
+    blog = make_blog()
+    for _ in range(10):
+        make_image(rnd.randrange(200, 801, 50), rnd.randrange(150, 601, 50), seed=rnd.randrange(10**6))
+
+    stop = tmp_path / "stop"
+    started = time.monotonic()
+    with worker(workers=2) as cluster:
+        reader = spawn("reader", "--out", str(tmp_path / "reader.json"), "--stop-file", str(stop))
+        writers = [
+            spawn(
+                "writer",
+                "--out",
+                str(tmp_path / f"writer{i}.json"),
+                "--index",
+                str(i),
+                "--seed",
+                str(seed),
+                "--ops",
+                str(ops // WRITERS),
+                "--blog",
+                str(blog.pk),
+            )
+            for i in range(WRITERS)
+        ]
+        for process in writers:
+            assert process.wait(timeout=900) == 0, "a writer process crashed (see its stderr above)"
+        walked = time.monotonic() - started
+
+        def settled() -> bool:
+            close_old_connections()
+            if drained():
+                return True
+            if not status.in_flight().exists():
+                tasks.sweep()  # the schedule would do this within a minute
+            return False
+
+        wait_until(settled, timeout=300, interval=1, worker=cluster, what="the queue to drain")
+        stop.touch()
+        assert reader.wait(timeout=60) == 0
+    results = [json.loads((tmp_path / f"writer{i}.json").read_text()) for i in range(WRITERS)]
+    reading = json.loads((tmp_path / "reader.json").read_text())
+
+    done = sum(sum(r["ops"].values()) for r in results)
+    errors = [e for r in results for e in r["errors"]]
+    print(
+        f"seed={seed} ops done={done} errors={len(errors)} walk={walked:.0f}s total={time.monotonic() - started:.0f}s"
+    )
+    print(f"reader: samples={reading['samples']} checks={reading['checks']} violations={len(reading['violations'])}")
+    print("failures:", [str(f) for f in status.failures()])
+    for error in errors:
+        print(error["op"], error["error"], error["traceback"], sep="\n")
+    assert not reading["violations"], reading["violations"][:20]
+    assert not errors, f"{len(errors)} editor actions failed (seed {seed}); first: {errors[0]['error']}"
+    assert reading["checks"] > 0, "the reader never re-checked a rendition: the test proved nothing"
+    assert not status.failures().exists()
+    assert invariants.problems() == []
+    assert invariants.app_check_exit_code() in (None, 0)
