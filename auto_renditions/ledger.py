@@ -169,6 +169,11 @@ def mark_released(keys: Collection[Key]) -> None:
         [PendingDeletion(image_id=i, filter_spec=s, released_at=now, due_at=due) for i, s in keys],
         ignore_conflicts=True,
     )
+    # A failure of a rendition nobody needs any more is nothing to retry or to show.
+    stale = Failure.objects.filter(image_id__in={i for i, _ in keys}, filter_spec__in={s for _, s in keys})
+    stale_pks = [pk for pk, i, s in stale.values_list("pk", "image_id", "filter_spec") if (i, s) in keys]
+    if stale_pks:
+        Failure.objects.filter(pk__in=stale_pks).delete()
 
 
 def existing_renditions(image_ids: Collection[int]) -> set[Key]:

@@ -48,6 +48,8 @@ def _acquire_lease(image_id: int) -> object | None:
     """Take the image's lease; ``None`` if a live lease is held by another worker."""
     now = timezone.now()
     until = now + timedelta(seconds=get_settings().TASK_TIMEOUT + 60)
+    if not Image.objects.filter(pk=image_id).exists():
+        return None
     try:
         QueuedImage.objects.get_or_create(image_id=image_id)  # a duplicate or re-queued task finds it gone
     except IntegrityError:  # the image was deleted meanwhile
@@ -148,23 +150,31 @@ def _delete_for_image(image_id: int, now) -> int:
 
 
 def sweep() -> str:
-    """Housekeeping, run by a django-q2 schedule: due deletions, retries, and work whose task was lost."""
+    """Housekeeping, run by a django-q2 schedule: due deletions, due retries, and work whose task was lost."""
     deleted = delete_due_renditions()
-    now = timezone.now()
-    requeue: set[int] = set(
-        QueuedImage.objects.filter(leased_until__lt=now).values_list("image_id", flat=True)
-    )  # the worker holding the lease died
+    lost = set(QueuedImage.objects.filter(leased_until__lt=timezone.now()).values_list("image_id", flat=True))
+    wanted = _due_retries()
     if _broker_idle():
-        # Nothing is waiting in the broker, so queue entries without a lease lost their task; and claims
-        # whose rendition is missing (a retry that is due, a rendition deleted behind our back) get one.
-        requeue |= set(QueuedImage.objects.filter(leased_until__isnull=True).values_list("image_id", flat=True))
-        requeue |= _images_with_missing_renditions()
+        # Nothing waits in the broker, so queue entries without a lease lost their task (a broker restart),
+        # and claims whose rendition is missing with nothing queued (deleted behind our back) get one.
+        lost |= set(QueuedImage.objects.filter(leased_until__isnull=True).values_list("image_id", flat=True))
+        wanted |= _images_with_missing_renditions()
     with transaction.atomic():
-        ledger.lock_images(requeue)
-        QueuedImage.objects.filter(image_id__in=requeue).update(leased_until=None)
-        new = ledger.mark_queued(requeue)
-    queue.enqueue_generation(requeue | new)
-    return f"{deleted}; re-queued {len(requeue)} image(s)"
+        ledger.lock_images(lost | wanted)
+        QueuedImage.objects.filter(image_id__in=lost).update(leased_until=None)
+        new = ledger.mark_queued(wanted - lost)
+    queue.enqueue_generation(lost | new)
+    return f"{deleted}; re-queued {len(lost)} lost and {len(new)} new image task(s)"
+
+
+def _due_retries() -> set[int]:
+    """Images with a failed rendition that may be tried again now (back-off over, attempts left)."""
+    retryable = Failure.objects.filter(attempts__lt=get_settings().MAX_ATTEMPTS).exclude(
+        filter_spec=ledger.WHOLE_IMAGE
+    )
+    image_ids = set(retryable.values_list("image_id", flat=True))
+    claimed = Claim.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec")
+    return {image_id for image_id, _ in ledger.missing(set(claimed))}
 
 
 def _broker_idle() -> bool:

@@ -1,0 +1,274 @@
+"""Ledger behaviour end to end in one process: listeners → claims → tasks run in-process → rows and files.
+
+The worker tests (test_worker.py) repeat the core of this with a real django-q2 worker process.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+from wagtail.images.models import Image, Rendition
+
+from auto_renditions import ledger, planning, tasks
+from auto_renditions.models import Claim, Failure, PendingDeletion, QueuedImage
+from tests.factories import edit_post, make_image, make_post, publish_post
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run(django_capture_on_commit_callbacks, settle):
+    """Do something, run its on-commit callbacks (Wagtail's file cleanup), then settle the queue in-process."""
+
+    def run(action=None):
+        with django_capture_on_commit_callbacks(execute=True):
+            result = action() if action else None
+        with django_capture_on_commit_callbacks(execute=True):
+            settle()
+        return result
+
+    return run
+
+
+def required(post) -> set:
+    """The requirement computed independently of the ledger, straight from django-cast."""
+    from cast.renditions import RenditionFilters
+
+    post = type(post).objects.get(pk=post.pk)
+    if not post.live:
+        return set()
+    return {
+        (image.pk, spec)
+        for image_type, image in post.get_all_images()
+        for spec in RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
+    }
+
+
+def claims(post=None) -> set:
+    qs = Claim.objects.all() if post is None else Claim.objects.filter(post_id=post.pk)
+    return set(qs.values_list("image_id", "filter_spec"))
+
+
+def renditions(*images) -> set:
+    return set(Rendition.objects.filter(image__in=images).values_list("image_id", "filter_spec"))
+
+
+def rendition_files(*images) -> set[str]:
+    return set(Rendition.objects.filter(image__in=images).values_list("file", flat=True))
+
+
+def file_exists(name: str) -> bool:
+    return (Path(django_settings.MEDIA_ROOT) / name).exists()
+
+
+def test_publish_claims_requirement_and_generates_nothing_in_the_request(blog):
+    a, b = make_image(600, 400), make_image(1600, 1200)
+    post = make_post(blog, "p", images=[a], galleries=[[a, b]])
+    assert claims(post) == required(post) != set()
+    assert renditions(a, b) == set()
+    assert set(QueuedImage.objects.values_list("image_id", flat=True)) == {a.pk, b.pk}
+
+
+def test_settle_makes_exactly_the_claimed_renditions(blog, run):
+    a, b = make_image(600, 400), make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a], galleries=[[a, b]]))
+    assert renditions(a, b) == required(post)
+    assert all(file_exists(name) for name in rendition_files(a, b))
+    assert not QueuedImage.objects.exists()
+
+
+def test_shared_image_is_kept_until_its_last_post_lets_go(blog, run):
+    shared, other = make_image(1600, 1200), make_image(600, 400)
+    one = run(lambda: make_post(blog, "one", images=[shared, other]))
+    two = run(lambda: make_post(blog, "two", images=[shared]))
+    files = rendition_files(shared)
+    assert renditions(shared) == required(two)
+
+    run(lambda: edit_post(one, images=[other]))  # removed from one post: still needed by the other
+    assert renditions(shared) == required(two)
+    assert all(file_exists(name) for name in files)
+
+    run(lambda: edit_post(two, images=[]))  # removed from both: rows and files go
+    assert renditions(shared) == set()
+    assert not any(file_exists(name) for name in files)
+    assert renditions(other) == required(one)
+
+
+def test_unpublish_releases_and_republish_reclaims(blog, run):
+    a = make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    files = rendition_files(a)
+    run(lambda: post.unpublish())
+    assert claims(post) == set() and renditions(a) == set()
+    assert not any(file_exists(name) for name in files)
+    run(lambda: publish_post(post))
+    assert renditions(a) == required(post) != set()
+
+
+def test_deleting_a_post_releases_its_claims(blog, run):
+    a, b = make_image(1600, 1200), make_image(600, 400)
+    post = run(lambda: make_post(blog, "p", images=[a], galleries=[[b]]))
+    keeper = run(lambda: make_post(blog, "keeper", galleries=[[b]]))
+    run(lambda: post.delete())
+    assert renditions(a) == set()
+    assert renditions(b) == required(keeper)
+
+
+def test_episode_is_a_post_too(blog, run):
+    from cast.models import Audio, Episode, Podcast
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from wagtail.models import Site
+
+    podcast = Podcast(title="Pod", slug="pod", owner=blog.owner)
+    Site.objects.get(is_default_site=True).root_page.add_child(instance=podcast)
+    audio = Audio.objects.create(user=blog.owner, m4a=SimpleUploadedFile("a.m4a", b"\x00" * 64))
+    a = make_image(1600, 1200)
+    episode = Episode(title="ep", slug="ep", owner=blog.owner, podcast_audio=audio, live=False)
+    episode.body = make_post.__globals__["body"]([a])
+    podcast.add_child(instance=episode)
+    run(lambda: publish_post(episode))
+    assert renditions(a) == required(episode) != set()
+
+
+def test_never_touches_renditions_nobody_claimed(blog, run):
+    a, loose = make_image(1600, 1200), make_image(1600, 1200)
+    thumbnail = a.get_rendition("max-165x165")  # Wagtail admin listing thumbnail
+    cover = loose.get_rendition("fill-1200x630|format-jpeg|jpegquality-75")  # not a post image at all
+    legacy = a.get_rendition("width-300")  # a rendition from older settings: only `sync --prune` removes it
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    run(lambda: post.unpublish())
+    run(lambda: post.delete())
+    left = set(Rendition.objects.values_list("pk", flat=True))
+    assert {thumbnail.pk, cover.pk, legacy.pk} <= left
+    assert renditions(a) == {(a.pk, "max-165x165"), (a.pk, "width-300")}
+
+
+def test_keep_list_protects_a_claimed_spec(blog, run, settings):
+    a = make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    kept = sorted(required(post))[0][1]
+    settings.AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0, "KEEP_FILTER_SPECS": [kept]}
+    run(lambda: post.unpublish())
+    assert renditions(a) == {(a.pk, kept)}
+
+
+def test_grace_period_delays_deletion_and_a_reclaim_cancels_it(blog, run, settings):
+    settings.AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 3600}
+    a = make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    made = renditions(a)
+    run(lambda: post.unpublish())
+    assert renditions(a) == made  # still there: inside the grace period
+    due = set(PendingDeletion.objects.values_list("image_id", "filter_spec"))
+    assert due == made
+    assert all(p.due_at > timezone.now() + timedelta(minutes=59) for p in PendingDeletion.objects.all())
+
+    run(lambda: publish_post(post))  # the editor undoes the unpublish
+    assert not PendingDeletion.objects.exists()
+    PendingDeletion.objects.update(due_at=timezone.now())  # nothing pending any more, so nothing goes
+    run(tasks.delete_due_renditions)
+    assert renditions(a) == made
+
+    run(lambda: post.unpublish())
+    PendingDeletion.objects.update(due_at=timezone.now() - timedelta(seconds=1))  # the grace period is over
+    run(tasks.delete_due_renditions)
+    assert renditions(a) == set()
+
+
+def test_gallery_shared_by_two_posts_is_replanned_for_both(blog, run):
+    from cast.models import Gallery
+
+    a, b, c = make_image(600, 400), make_image(1600, 1200), make_image(800, 600)
+    one = run(lambda: make_post(blog, "one", galleries=[[a, b]]))
+    two = run(lambda: make_post(blog, "two", galleries=[[a, b]]))
+    gallery = Gallery.objects.get()  # django-cast reuses one Gallery for an identical image set
+    run(lambda: gallery.images.add(c))
+    assert claims(one) == required(one) and claims(two) == required(two)
+    assert c.pk in {image_id for image_id, _ in claims(one) & claims(two)}
+    assert renditions(c) == planning.required_renditions([("gallery", c)]).keys
+    run(lambda: gallery.images.remove(b))
+    assert renditions(b) == set()
+
+
+def test_deleting_an_image_takes_its_claims(blog, run):
+    a, b = make_image(1600, 1200), make_image(600, 400)
+    post = run(lambda: make_post(blog, "p", images=[a, b]))
+    run(lambda: Image.objects.get(pk=a.pk).delete())
+    assert not Claim.objects.filter(image_id=a.pk).exists()
+    assert claims(post) == required(post)  # b's claims are untouched
+    assert renditions(b) == required(post)
+
+
+def test_replacing_the_file_regenerates_with_the_new_size(blog, run):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.factories import photo_bytes
+
+    a = make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    old_files = rendition_files(a)
+
+    def replace():
+        image = Image.objects.get(pk=a.pk)
+        image.file = SimpleUploadedFile("portrait.jpg", photo_bytes(1200, 1600), content_type="image/jpeg")
+        image._set_image_file_metadata()
+        image.save()
+
+    run(replace)
+    assert Image.objects.get(pk=a.pk).width == 1200
+    assert claims(post) == required(post)
+    assert renditions(a) == required(post)
+    assert not (rendition_files(a) & old_files)
+    assert not any(file_exists(name) for name in old_files)
+
+
+def test_broken_original_never_blocks_publishing_and_is_retried_a_bounded_number_of_times(blog, run, settings):
+    settings.AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0, "MAX_ATTEMPTS": 2, "RETRY_BACKOFF_SECONDS": 0}
+    good, broken = make_image(1600, 1200), make_image(1600, 1200)
+    Path(broken.file.path).write_bytes(b"not an image at all")
+    post = run(lambda: make_post(blog, "p", images=[good, broken]))
+    assert post.live
+    assert renditions(good) == {k for k in required(post) if k[0] == good.pk}
+    failure = Failure.objects.filter(image=broken).first()
+    assert failure is not None and failure.attempts == 1 and failure.error
+    run(lambda: tasks.sweep())  # retry is due (back-off 0)
+    assert set(Failure.objects.filter(image=broken).values_list("attempts", flat=True)) == {2}
+    run(lambda: tasks.sweep())  # MAX_ATTEMPTS reached: left for an operator
+    assert set(Failure.objects.filter(image=broken).values_list("attempts", flat=True)) == {2}
+    assert not QueuedImage.objects.exists()
+
+
+def test_missing_original_file(blog, run):
+    gone = make_image(1600, 1200)
+    Path(gone.file.path).unlink()
+    post = run(lambda: make_post(blog, "p", images=[gone]))
+    assert post.live
+    assert Failure.objects.filter(image=gone).exists()
+
+
+def test_a_task_for_a_deleted_image_does_nothing(blog):
+    a = make_image(1600, 1200)
+    make_post(blog, "p", images=[a])
+    image_id = a.pk
+    Image.objects.get(pk=image_id).delete()
+    assert "deleted" in tasks.generate_image_renditions(image_id) or "lease" in tasks.generate_image_renditions(
+        image_id
+    )
+    assert not Rendition.objects.filter(image_id=image_id).exists()
+
+
+def test_a_task_after_unpublish_makes_nothing(blog):
+    a = make_image(1600, 1200)
+    post = make_post(blog, "p", images=[a])
+    post.unpublish()
+    tasks.generate_image_renditions(a.pk)
+    assert renditions(a) == set()
+
+
+def test_ledger_sync_is_idempotent(blog, run):
+    a = make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    change = ledger.sync_posts([post.pk])
+    assert not change.added and not change.removed and not change.queued_images
