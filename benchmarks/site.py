@@ -203,7 +203,7 @@ def report(name: str, result: dict[str, Any], rows: list[tuple], headers: tuple,
         table.add_column(header)
     for row in rows:
         table.add_row(*[f"{cell:.3f}" if isinstance(cell, float) else str(cell) for cell in row])
-    Console(stderr=False).print(table)
+    Console(stderr=False, width=200).print(table)
 
 
 def vm_hwm_kb(pid: int) -> tuple[int, int]:
