@@ -14,6 +14,15 @@ def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _clear_caches():
+    """Wagtail caches renditions by image id; ids are reused after a rolled-back test."""
+    from django.core.cache import caches
+
+    for cache in caches.all():
+        cache.clear()
+
+
 @pytest.fixture
 def blog(db):
     from tests.factories import make_blog

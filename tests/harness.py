@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,9 +41,11 @@ def is_postgres() -> bool:
 class Worker:
     """A real ``manage.py qcluster`` process on the test database and media folder."""
 
-    def __init__(self, workers: int = 1, extra_env: dict | None = None):
+    def __init__(self, workers: int = 1, extra_env: dict | None = None, app_settings: dict | None = None):
         self.workers = workers
-        self.extra_env = extra_env or {}
+        self.extra_env = dict(extra_env or {})
+        if app_settings:
+            self.extra_env["AUTO_RENDITIONS_TEST_SETTINGS"] = json.dumps(app_settings)
         self.process: subprocess.Popen | None = None
         self.log = Path(settings.MEDIA_ROOT).parent / f"qcluster-{os.getpid()}-{time.monotonic_ns()}.log"
 

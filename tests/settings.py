@@ -8,6 +8,7 @@ The backend matrix is chosen by environment variables so that the same suite run
   database pytest-django created instead of the development one.
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -110,7 +111,8 @@ elif BROKER == "orm":
 else:  # pragma: no cover - configuration error
     raise RuntimeError(f"AUTO_RENDITIONS_BROKER must be 'orm' or 'redis', not {BROKER!r}")
 
-AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0}
+# Tests delete at once; a worker subprocess can be given more via JSON (tests/harness.py Worker(app_settings=...)).
+AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0, **json.loads(os.environ.get("AUTO_RENDITIONS_TEST_SETTINGS", "{}"))}
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

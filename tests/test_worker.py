@@ -1,0 +1,132 @@
+"""The pipeline with a real ``manage.py qcluster`` process draining the real broker (ORM or Redis)."""
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from wagtail.images.models import Image, Rendition
+
+from auto_renditions.models import Claim, Failure, QueuedImage
+from tests.factories import edit_post, make_image, make_post, photo_bytes
+from tests.harness import Worker, broker_queue_size, drained, wait_until
+from tests.pages import media_file, media_urls
+
+# serialized_rollback: restore what the migrations created (root page, site, collection) after each flush.
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+def required(post) -> set:
+    from cast.renditions import RenditionFilters
+
+    post = type(post).objects.get(pk=post.pk)
+    return {
+        (image.pk, spec)
+        for image_type, image in post.get_all_images()
+        for spec in RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
+    }
+
+
+def renditions(*images) -> set:
+    return set(Rendition.objects.filter(image__in=images).values_list("image_id", "filter_spec"))
+
+
+def files_of(*images) -> set[Path]:
+    return {
+        Path(settings.MEDIA_ROOT) / name
+        for name in Rendition.objects.filter(image__in=images).values_list("file", flat=True)
+    }
+
+
+def test_publish_queues_on_commit_and_a_worker_process_makes_the_renditions(blog, client):
+    shared, a, b = make_image(1600, 1200), make_image(1200, 1600), make_image(600, 400, fmt="PNG", mode="RGBA")
+    one = make_post(blog, "one", images=[shared, a], galleries=[[shared, b]])
+    two = make_post(blog, "two", images=[shared])
+
+    # Nothing happened in the request: no rendition, the work sits in the broker, committed.
+    assert not Rendition.objects.exists()
+    assert set(QueuedImage.objects.values_list("image_id", flat=True)) == {shared.pk, a.pk, b.pk}
+    assert broker_queue_size() >= 3
+    _, problems = media_urls(client.get(one.url).content.decode())
+    assert problems == []
+
+    with Worker() as worker:
+        wait_until(drained, worker=worker, what="the queue to drain")
+        assert renditions(shared, a, b) == required(one) | required(two)
+        assert all(path.exists() for path in files_of(shared, a, b))
+        urls, problems = media_urls(client.get(one.url).content.decode())
+        assert problems == [] and all(media_file(url).exists() for url in urls)
+        assert not [url for url in urls if "/original_images/" in url]
+
+        # Removed from one post: kept for the other. Removed from both: row and file go.
+        kept = {
+            Path(settings.MEDIA_ROOT) / r.file.name
+            for r in Rendition.objects.filter(image=shared)
+            if (shared.pk, r.filter_spec) in required(two)
+        }
+        gallery_only = files_of(shared) - kept
+        assert kept and gallery_only  # `one` shows it in a gallery too, `two` only as a regular image
+        edit_post(one, images=[a], galleries=[[b]])
+        wait_until(drained, worker=worker, what="the edit to settle")
+        assert renditions(shared) == required(two)
+        assert all(path.exists() for path in kept)
+        assert not any(path.exists() for path in gallery_only)
+        shared_files = files_of(shared)
+
+        edit_post(two, images=[])
+        wait_until(lambda: not Rendition.objects.filter(image=shared).exists(), worker=worker, what="deletion")
+        wait_until(lambda: not any(path.exists() for path in shared_files), worker=worker, what="file removal")
+        assert renditions(a, b) == required(one)
+
+        # Unpublish and delete release everything they held.
+        a_files = files_of(a, b)
+        one.unpublish()
+        wait_until(lambda: not Rendition.objects.filter(image__in=[a, b]).exists(), worker=worker, what="unpublish")
+        assert not any(path.exists() for path in a_files)
+        assert not Claim.objects.exists()
+
+
+def test_replacing_the_file_in_the_wagtail_admin_regenerates(blog, admin_client):
+    photo = make_image(1600, 1200)
+    post = make_post(blog, "p", images=[photo])
+    with Worker() as worker:
+        wait_until(drained, worker=worker, what="first generation")
+        old = files_of(photo)
+        assert old and renditions(photo) == required(post)
+
+        response = admin_client.post(
+            f"/cms/images/{photo.pk}/",
+            {
+                "title": "replaced",
+                "file": SimpleUploadedFile("portrait.jpg", photo_bytes(1200, 1800, seed=7), content_type="image/jpeg"),
+                "collection": photo.collection_id,
+                "tags": "",
+                "focal_point_x": "",
+                "focal_point_y": "",
+                "focal_point_width": "",
+                "focal_point_height": "",
+            },
+        )
+        assert response.status_code == 302, response.content[:2000]
+        photo.refresh_from_db()
+        assert (photo.width, photo.height) == (1200, 1800)
+
+        wait_until(lambda: drained() and renditions(photo) == required(post), worker=worker, what="regeneration")
+        assert not (files_of(photo) & old)
+        assert not any(path.exists() for path in old)
+        assert all(path.exists() for path in files_of(photo))
+
+
+def test_a_missing_original_is_recorded_and_the_other_images_are_made(blog, settings):
+    settings.AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0, "MAX_ATTEMPTS": 1}
+    good, gone = make_image(1600, 1200), make_image(1600, 1200)
+    Path(gone.file.path).unlink()
+    post = make_post(blog, "p", images=[good, gone])
+    assert type(post).objects.get(pk=post.pk).live
+    with Worker(app_settings={"MAX_ATTEMPTS": 1}) as worker:
+        wait_until(drained, worker=worker, what="the queue to drain")
+    assert renditions(good) == {key for key in required(post) if key[0] == good.pk}
+    assert renditions(gone) == set()
+    failures = list(Failure.objects.filter(image=gone))
+    assert failures and all("SourceImageIOError" in f.error or "FileNotFound" in f.error for f in failures)
+    assert Image.objects.filter(pk=gone.pk).exists()
