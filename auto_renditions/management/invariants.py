@@ -141,8 +141,10 @@ def fix(violations: Collection[Violation]) -> list[str]:
         for batch in inventory.batches(stale):
             ledger.release_posts(batch)
         done.append(f"released the claims of {len(stale)} post(s) that are not live")
-    if overdue := {v.image_id for v in by_kind.get("overdue_deletion", [])}:
-        done.append(f"ran due deletions for {len(overdue)} image(s): {tasks.delete_due_renditions(overdue)}")
+    # Released claims may be due at once (no grace period): delete those together with the overdue ones.
+    due = {v.image_id for v in by_kind.get("overdue_deletion", []) + by_kind.get("stale_claim", [])}
+    if due:
+        done.append(f"ran due deletions for {len(due)} image(s): {tasks.delete_due_renditions(due)}")
     if missing := by_kind.get("missing_file", []):
         Rendition.objects.filter(file__in=[v.file for v in missing]).delete()
         done.append(f"deleted {len(missing)} rendition row(s) whose file was missing")
