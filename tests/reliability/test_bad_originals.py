@@ -89,7 +89,7 @@ def bad_and_good_images() -> tuple[dict[str, Image], dict[str, Image]]:
     return bad, good
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_bad_originals_never_block_publishing(blog):
     bad, good = bad_and_good_images()
     everything = [*bad.values(), *good.values()]

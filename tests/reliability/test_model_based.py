@@ -20,7 +20,7 @@ WRITERS = 3
 pytestmark = [pytest.mark.reliability, pytest.mark.worker, needs_pg_redis()]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
     seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(10**6))
     ops = int(os.environ.get("RELIABILITY_OPS", "500"))
