@@ -8,7 +8,7 @@ class AutoRenditionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, rendering, schedule, signal_handlers  # noqa: F401 - checks register themselves
+        from . import checks, fingerprint, rendering, schedule, signal_handlers  # noqa: F401 - checks register
 
         signal_handlers.connect()
         rendering.install()
