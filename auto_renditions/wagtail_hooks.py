@@ -59,26 +59,3 @@ def rendition_status_button(page, user, view_name, next_url=None):
         attrs={"data-auto-renditions-status": "ready" if post.ready else state},
         priority=1,
     )
-
-
-#: Shows the status button, rendered into the header's "more" menu above, as a tag beside the page status too.
-#: Presentation only: without JavaScript the status is still in the menu.
-EDITOR_JS = """<script>
-document.addEventListener("DOMContentLoaded", () => {
-  const source = document.querySelector("header [data-auto-renditions-status]");
-  const dropdown = source && source.closest("[data-controller~='w-dropdown']");
-  if (!dropdown || document.querySelector("[data-auto-renditions-tag]")) return;
-  const tag = document.createElement("a");
-  tag.href = source.getAttribute("href");
-  tag.textContent = source.textContent.trim();
-  tag.className = "w-status" + (source.dataset.autoRenditionsStatus === "ready" ? "" : " w-status--primary");
-  tag.dataset.autoRenditionsTag = source.dataset.autoRenditionsStatus;
-  tag.style.whiteSpace = "nowrap";
-  dropdown.parentNode.insertBefore(tag, dropdown);
-});
-</script>"""
-
-
-@hooks.register("insert_editor_js")
-def editor_js() -> str:
-    return EDITOR_JS

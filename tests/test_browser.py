@@ -1,0 +1,167 @@
+"""A real Chromium against a live server and a real worker: publish in the admin, see the page before and after
+the renditions exist, and watch the admin report count down.
+
+Needs Debian's ``chromium`` (Playwright's own browser download is not used). Skipped only where Chromium is
+missing outside CI; under ``CI=true`` a missing Chromium fails. Screenshots go to ``artifacts/`` at the repo root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+from django.conf import settings
+from django.urls import re_path
+from django.views.static import serve
+
+from auto_renditions.models import Claim
+from tests import harness
+from tests.factories import make_image, make_post, publish_post
+
+pytestmark = pytest.mark.browser
+
+
+def __getattr__(name: str):
+    if name == "urlpatterns":  # this module is the live server's URLconf during the test (see media_urls)
+        from tests import urls
+
+        return [re_path(r"^media/(?P<path>.*)$", serve_media), *urls.urlpatterns]
+    raise AttributeError(name)
+
+
+ARTIFACTS = harness.ROOT / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IMAGES_JS = """() => Array.from(document.images).map(i => ({
+    src: i.getAttribute("src") || "", srcset: i.getAttribute("srcset") || "",
+    current: i.currentSrc, width: i.naturalWidth, complete: i.complete}))"""
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("Chromium is not installed (apt-get install chromium); the browser test must run in CI")
+    pytest.skip("Chromium is not installed (apt-get install chromium) and CI is not 'true'")
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    executable = chromium_path()
+    try:
+        from playwright import sync_api
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("playwright is not installed (pip install -e .[test])")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls between steps are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def serve_media(request, path):
+    """MEDIA from the folder in force now (``static()`` in tests/urls.py is a no-op with DEBUG off)."""
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
+@pytest.fixture
+def media_urls(settings):
+    """Route the live server through this module: MEDIA first, then the test site's own URLs."""
+    settings.ROOT_URLCONF = __name__
+
+
+def loaded_images(page) -> list[dict]:
+    """Every <img> on the page once loaded (lazy ones and ones in closed modals included)."""
+    page.wait_for_load_state("load")
+    page.evaluate("() => document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    return page.evaluate(IMAGES_JS)
+
+
+def pending_in_report(page, base: str, post_id: int) -> int:
+    page.goto(f"{base}/cms/auto-renditions/?post={post_id}")
+    return int(page.locator('[data-summary="pending"]').inner_text())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_view_before_and_after_worker(live_server, media_urls, browser_page, blog):
+    page, base = browser_page, live_server.url
+    photos = [make_image(1000, 750, seed=n) for n in range(3)]
+    post = make_post(blog, "browser-post", images=[photos[0]], galleries=[photos], publish=False)
+
+    # Log in through Wagtail's login page.
+    page.goto(f"{base}/cms/login/")
+    page.fill("input[name=username]", "editor")
+    page.fill("input[name=password]", "password")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/cms/")
+
+    # Publish through Wagtail's revision path (as the admin's Publish does). Submitting the editor form from
+    # the browser fails validation on the body StreamField that the factories write, so the browser does the rest.
+    publish_post(post)
+    post.refresh_from_db()
+    assert post.live
+    required = Claim.objects.filter(post=post).count()
+    assert required > 0
+
+    # Before any worker ran: the page shows the originals, every picture loads.
+    assert pending_in_report(page, base, post.pk) == required
+    page.screenshot(path=str(ARTIFACTS / "report-before.png"), full_page=True)
+    page.goto(f"{base}{post.url}")
+    before = loaded_images(page)
+    page.screenshot(path=str(ARTIFACTS / "post-before-worker.png"), full_page=True)
+    assert before, "the published post shows no <img>"
+    assert [i for i in before if i["width"] == 0] == [], before
+    assert any("/media/original_images/" in i["current"] for i in before)
+
+    with harness.Worker() as worker:
+        deadline, pending = time.monotonic() + 240, required
+        while pending and time.monotonic() < deadline:
+            if worker.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{worker.output()[-4000:]}")
+            time.sleep(1)
+            pending = pending_in_report(page, base, post.pk)
+        assert pending == 0, f"{pending} renditions still pending\n{worker.output()[-4000:]}"
+    page.screenshot(path=str(ARTIFACTS / "report-after.png"), full_page=True)
+
+    page.goto(f"{base}/cms/pages/{post.pk}/edit/")
+    status = page.locator("header [data-auto-renditions-status]")
+    page.locator(
+        "header [data-controller~='w-dropdown']:has([data-auto-renditions-status]) [data-w-dropdown-target=toggle]"
+    ).click()  # the status sits in the editor header's "more" menu
+    assert status.get_attribute("data-auto-renditions-status") == "ready"
+    assert status.inner_text().strip() == f"All {required} renditions ready"
+    page.screenshot(path=str(ARTIFACTS / "editor-after.png"))
+
+    # After the worker: every picture loads, and srcset/currentSrc use the renditions.
+    page.goto(f"{base}{post.url}")
+    after = loaded_images(page)
+    page.screenshot(path=str(ARTIFACTS / "post-after-worker.png"), full_page=True)
+    assert len(after) == len(before)
+    assert [i for i in after if i["width"] == 0] == [], after
+    with_srcset = [i for i in after if i["srcset"]]
+    assert with_srcset, after
+    for image in with_srcset:
+        urls = [part.split()[0] for part in image["srcset"].split(",") if part.strip()]
+        assert all(url.startswith(f"{settings.MEDIA_URL}images/") for url in urls), image
+        assert f"{settings.MEDIA_URL}images/" in image["current"], image
