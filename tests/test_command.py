@@ -330,3 +330,22 @@ def test_entry_point_status_json_in_a_subprocess(site):
     data = json.loads(result.stdout)
     assert data["queued_images"] == 2
     assert len(data["posts_not_ready"]) == 2
+
+
+class _Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer,code", [("n", 1), ("y", 0)])
+def test_prune_asks_on_a_terminal(site, monkeypatch, answer, code):
+    asked = []
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    before = state()
+    assert run("sync", "--prune")[0] == code
+    assert len(asked) == 1 and "Delete 16 obsolete" in asked[0]
+    if answer == "n":
+        assert state() == before
+    else:
+        assert not Rendition.objects.filter(image_id__in=[i for i, _ in site["obsolete"]], filter_spec__in=LEGACY)
