@@ -134,12 +134,16 @@ def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, 
     from .models import Failure
 
     with transaction.atomic():
-        ledger.lock_images([instance.pk])
         Failure.objects.filter(image=instance).delete()  # a new file deserves fresh attempts
-        # Wagtail's edit form deletes them right after this too; other code paths may not.
+        posts = ledger.posts_using_images([instance.pk])
+        if posts:
+            ledger.sync_posts(posts)  # locks every image of those posts at once, in id order
+        else:
+            ledger.lock_images([instance.pk])
+        # Stale now. Wagtail's edit form deletes them right after this too, other code paths may not; each
+        # claimed one is queued again by `rendition_deleted` once this commits.
         for rendition in Rendition.objects.filter(image=instance):
             rendition.delete()
-        ledger.sync_posts(ledger.posts_using_images([instance.pk]))
 
 
 @_logged
@@ -152,6 +156,8 @@ def rendition_deleted(sender: Any, instance: Rendition, **kwargs: Any) -> None:
         return  # one check per image and transaction (the edit form deletes a dozen at once)
 
     def requeue() -> None:
+        if not Image.objects.filter(pk=image_id).exists():
+            return  # the image itself was deleted (its renditions went with it)
         with transaction.atomic():
             ledger.lock_images([image_id])
             claimed = {(image_id, spec) for spec in ledger.claimed_keys(image_id)}

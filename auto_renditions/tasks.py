@@ -36,9 +36,9 @@ def generate_image_renditions(image_id: int) -> str:
         if image is None:
             return f"image {image_id}: deleted"
         specs = ledger.missing({(image_id, spec) for spec in ledger.claimed_keys(image_id)})
-        if specs:
-            made |= _render(image, {spec for _, spec in specs})
-        token = _finish(image_id, token, made)
+        made_now = _render(image, {spec for _, spec in specs}) if specs else set()
+        made |= made_now
+        token = _finish(image_id, token, made, source=image.file.name, made_now=made_now)
         if token is None:
             break
     return f"image {image_id}: made {len(made)} rendition(s)"
@@ -60,13 +60,19 @@ def _acquire_lease(image_id: int) -> object | None:
     return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
 
 
-def _finish(image_id: int, token: object, made: set[str]) -> object | None:
+def _finish(image_id: int, token: object, made: set[str], *, source: str, made_now: set[str]) -> object | None:
     """Drop the queue entry if nothing new was queued meanwhile; else return the new token for another round.
 
-    Renditions made for a spec that lost its claim while we worked are handed to deletion.
+    Renditions made for a spec that lost its claim while we worked are handed to deletion; renditions made
+    from a file that was replaced while we worked are stale and deleted at once (and made again next round).
     """
     with transaction.atomic():
         ledger.lock_images([image_id])
+        if Image.objects.filter(pk=image_id).values_list("file", flat=True).first() != source:
+            for rendition in Rendition.objects.filter(image_id=image_id, filter_spec__in=made_now):
+                rendition.delete()
+            ledger.mark_queued([image_id])
+            return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
         unclaimed = made - ledger.claimed_keys(image_id)
         ledger.mark_released({(image_id, spec) for spec in unclaimed})
         if QueuedImage.objects.filter(image_id=image_id, token=token).delete()[0]:

@@ -3,12 +3,15 @@
 The worker tests (test_worker.py) repeat the core of this with a real django-q2 worker process.
 """
 
+import io
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.files.storage import FileSystemStorage
 from django.utils import timezone
+from PIL import Image as PILImage
 from wagtail.images.models import Image, Rendition
 
 from auto_renditions import ledger, planning, tasks
@@ -272,3 +275,42 @@ def test_ledger_sync_is_idempotent(blog, run):
     post = run(lambda: make_post(blog, "p", images=[a]))
     change = ledger.sync_posts([post.pk])
     assert not change.added and not change.removed and not change.queued_images
+
+
+class OpenHookStorage(FileSystemStorage):
+    """Filesystem storage that runs a callback once, right after an original was opened (fault injection)."""
+
+    on_open = None
+
+    def open(self, name, mode="rb"):
+        handle = super().open(name, mode)
+        callback, OpenHookStorage.on_open = OpenHookStorage.on_open, None
+        if callback and name.startswith("original_images/"):
+            callback()
+        return handle
+
+
+def test_renditions_made_from_a_file_replaced_meanwhile_are_made_again(blog, run, settings):
+    """The worker read the old file; the editor replaced it before the worker saved its renditions."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.OpenHookStorage"}}
+    a = make_image(1600, 1200)
+    post = make_post(blog, "p", images=[a])
+
+    def replace():  # same size, so the same specs: only the content tells old from new
+        red = io.BytesIO()
+        PILImage.new("RGB", (1600, 1200), (255, 0, 0)).save(red, "JPEG")
+        fresh = Image.objects.get(pk=a.pk)
+        fresh.file = SimpleUploadedFile("red.jpg", red.getvalue(), content_type="image/jpeg")
+        fresh._set_image_file_metadata()
+        fresh.save()
+
+    OpenHookStorage.on_open = replace
+    run()
+    assert OpenHookStorage.on_open is None, "the replacement did not happen during generation"
+    assert renditions(a) == required(post)
+    for rendition in Rendition.objects.filter(image=a):
+        with rendition.file.open() as handle, PILImage.open(handle) as picture:
+            red, green, blue = picture.convert("RGB").resize((1, 1)).getpixel((0, 0))
+        assert red > 200 and green < 60, f"{rendition.filter_spec} was made from the old file, not the replacement"
