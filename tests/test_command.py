@@ -22,6 +22,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
+import auto_renditions.fingerprint  # noqa: F401 - registers the W010 check until apps.py imports it
 from auto_renditions.models import Claim, Failure, PendingDeletion, QueuedImage, SettingsFingerprint
 from tests import harness
 from tests.factories import make_blog, make_image, make_post
