@@ -208,8 +208,9 @@ class Writer:
     def op_delete_image(self) -> None:
         if (image := self._own_image()) is None:
             return
-        image.delete()
-        self.images.remove(image.pk)
+        image_id = image.pk
+        image.delete()  # sets image.pk to None
+        self.images.remove(image_id)
 
     def run(self, ops: int) -> dict:
         names, weights = zip(*self.OPS.items(), strict=True)
@@ -229,6 +230,12 @@ class Writer:
         return {"ops": dict(self.done), "errors": self.errors}
 
 
+def _made_from(rendition_file: str, original_file: str) -> bool:
+    """Wagtail names a rendition ``images/<original stem>.<filter>.<ext>``."""
+    stem = Path(original_file).stem
+    return bool(stem) and Path(rendition_file).name.startswith(f"{stem}.")
+
+
 def _sample_state(post_id: int | None) -> tuple[int | None, dict]:
     """One consistent snapshot: a live post, its requirement, which of those exist, and the image files."""
     from cast.models import Post
@@ -246,11 +253,14 @@ def _sample_state(post_id: int | None) -> tuple[int | None, dict]:
             return None, {}
         required = required_by(post)
         image_ids = {i for i, _ in required}
-        existing = set(Rendition.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec"))
         files = dict(Image.objects.filter(pk__in=image_ids).values_list("pk", "file"))
+        rows = Rendition.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec", "file")
+        # Only renditions made from the image's current file count: between ``image.save()`` with a new file and
+        # the deletion of the old renditions (Wagtail's edit view is not atomic) the stale ones are still there.
+        current = {(i, spec) for i, spec, name in rows if _made_from(name, files.get(i, ""))}
         return post.pk, {
             "published": post.last_published_at.isoformat() if post.last_published_at else "",
-            "present": required & existing,
+            "present": required & current,
             "required": required,
             "files": files,
         }

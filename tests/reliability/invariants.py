@@ -7,7 +7,7 @@ from io import StringIO
 
 from cast.renditions import RenditionFilters
 from django.core.files.storage import default_storage
-from django.core.management import call_command, get_commands
+from django.core.management import CommandError, call_command, get_commands
 from wagtail.images.models import Rendition
 
 from auto_renditions.conf import get_settings
@@ -62,12 +62,14 @@ def problems(exempt: set[tuple[int, str]] = frozenset(), storage=None) -> list[s
     return out
 
 
-def app_check_exit_code() -> int | None:
+def app_check_exit_code(*args: str) -> int | None:
     """Exit code of ``manage.py auto_renditions check`` if that command exists (``None`` otherwise)."""
     if "auto_renditions" not in get_commands():
         return None
     try:
-        call_command("auto_renditions", "check", stdout=StringIO(), stderr=StringIO())
+        call_command("auto_renditions", "check", *args, stdout=StringIO(), stderr=StringIO())
+    except CommandError as error:  # what ``manage.py`` turns into the exit code
+        return error.returncode
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0

@@ -88,4 +88,5 @@ def test_delete_faults_leave_no_orphan_file_once_storage_recovers(blog, faulty_s
         pass  # the fault may surface in this process (on_commit file cleanup); the worker would log it
     recover(rounds=3)
     assert remaining("delete") == 0, "the injected faults were never hit: the test proved nothing"
-    assert invariants.problems() == []
+    check = invariants.app_check_exit_code("--min-orphan-age", "0")
+    assert invariants.problems() == [], f"(auto_renditions check --min-orphan-age 0 exits {check})"

@@ -88,4 +88,5 @@ def test_sigkill_mid_deletion_leaves_no_orphan_files(blog):
     print("rows left of the dropped image:", Rendition.objects.filter(image=dropped).count())
 
     recover_with_new_worker()
-    assert invariants.problems() == []
+    check = invariants.app_check_exit_code("--min-orphan-age", "0")
+    assert invariants.problems() == [], f"(auto_renditions check --min-orphan-age 0 exits {check})"
