@@ -83,3 +83,26 @@ def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
     assert not status.failures().exists()
     assert invariants.problems() == []
     assert invariants.app_check_exit_code() in (None, 0)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_reader_counts_a_rendition_lost_behind_the_apps_back(tmp_path, blog):
+    """The reader is only worth its zero if it can see a loss: delete a required rendition with no worker running."""
+    from wagtail.images.models import Rendition
+
+    from tests.factories import make_post
+    from tests.harness import settle_in_process
+
+    make_post(blog, "watched", images=[make_image(500, 400)])
+    settle_in_process()
+    assert Rendition.objects.exists()
+    stop, out = tmp_path / "stop", tmp_path / "reader.json"
+    reader = spawn("reader", "--out", str(out), "--stop-file", str(stop))
+    try:
+        time.sleep(4)  # several samples of the only live post
+        Rendition.objects.first().delete()
+        time.sleep(3)
+    finally:
+        stop.touch()
+        assert reader.wait(timeout=60) == 0
+    assert json.loads(out.read_text())["violations"], "the reader missed a required rendition that vanished"
