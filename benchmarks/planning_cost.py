@@ -53,6 +53,19 @@ def main() -> None:
     ledger_counts = {per_size[n]["first"]["ledger_queries"] for n in counts}
     result["ledger_queries_constant"] = len(ledger_counts) == 1
 
+    result["claim_insert"] = measure_claim_insert(blog, max(counts), args.repeat)
+    rows.append(
+        (
+            f"insert {result['claim_insert']['rows']} claims: bulk_create / executemany ms",
+            "",
+            result["claim_insert"]["bulk_create_ms"],
+            "",
+            "",
+            result["claim_insert"]["executemany_ms"],
+            "",
+        )
+    )
+
     fill(args.filler_posts, args.filler_claims)
     big = measure_sync(blog, max(counts), args.repeat)
     result["big_site"] = {"filler_posts": args.filler_posts, "filler_claims": args.filler_claims, **big}
@@ -164,6 +177,38 @@ def measure_sync(blog, count: int, repeat: int) -> dict:
         "claims": claims,
         **{kind: {key: site.median(r[key] for r in rs) for key in rs[0]} for kind, rs in runs.items()},
     }
+
+
+def measure_claim_insert(blog, count: int, repeat: int) -> dict:
+    """The claim INSERT of a first publish: the ledger's ``bulk_create`` against one raw ``executemany``."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from auto_renditions import planning
+    from auto_renditions.models import Claim
+
+    post = live_post(blog, f"insert-{count}-{uuid.uuid4().hex[:6]}", count)
+    keys = sorted(planning.required_renditions(post.get_all_images()).keys)
+    sql = (
+        f"INSERT INTO {Claim._meta.db_table} (post_id, image_id, filter_spec, created_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    )
+    orm, raw = [], []
+    for _ in range(repeat):
+        for kind, times in (("orm", orm), ("raw", raw)):
+            Claim.objects.filter(post=post).delete()
+            with transaction.atomic():
+                t0 = time.perf_counter()
+                if kind == "orm":
+                    claims = [Claim(post_id=post.pk, image_id=i, filter_spec=s) for i, s in keys]
+                    Claim.objects.bulk_create(claims, ignore_conflicts=True)
+                else:
+                    now = timezone.now()
+                    with connection.cursor() as cursor:
+                        cursor.executemany(sql, [(post.pk, i, s, now) for i, s in keys])
+                times.append(time.perf_counter() - t0)
+    Claim.objects.filter(post=post).delete()
+    return {"rows": len(keys), "bulk_create_ms": site.median(orm) * 1000, "executemany_ms": site.median(raw) * 1000}
 
 
 def fill(posts: int, claims: int) -> None:
