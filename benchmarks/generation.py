@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import resource
 import sys
 import threading
 from contextlib import ExitStack, contextmanager
@@ -197,6 +198,8 @@ def main() -> None:
         "repeat": args.repeat,
         "summary": summary,
         "runs": details,
+        # Peak RSS of this whole process: run one variant per process (--variants X) to compare memory.
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     rows = [
         (

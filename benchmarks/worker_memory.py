@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--small-size", default="1600x1200")
     parser.add_argument("--batch", type=int, default=10, help="images per post in phase 2")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra worker env")
     args = parser.parse_args()
     site.setup(args)
 
@@ -50,7 +51,9 @@ def main() -> None:
                 raise SystemExit(f"worker stopped or timed out:\n{worker.output()[-3000:]}")
             time.sleep(0.1)
 
-    with Worker(workers=args.workers) as worker:
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    result["worker_env"] = extra_env
+    with Worker(workers=args.workers, extra_env=extra_env) as worker:
         pgid = worker.process.pid
         time.sleep(3)
         idle = _rss_by_pid(pgid)
