@@ -22,8 +22,10 @@ bytes, or the PSNR against it.
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import math
+import os
 import resource
 import sys
 import threading
@@ -142,6 +144,9 @@ def main() -> None:
     def variant(name: str):
         def run(_round: int) -> float:
             image = site.images(1, size, prefix=name)[0]
+            gc.collect()
+            rss_before = site.vm_hwm_kb(os.getpid())[0] / 1024
+            site.reset_peak_rss()  # the shared decode below counts too
             with ExitStack() as stack:
                 hits = {}
                 if name in {"decode_once", "shared_resize", "intermediate"}:
@@ -160,7 +165,16 @@ def main() -> None:
             if name == "batch":
                 reference.clear()
                 reference.update(made)
-            entry = {"wall_s": timer.wall, "cpu_s": timer.cpu, "renditions": len(made), "resizes": dict(hits)}
+            peak = site.vm_hwm_kb(os.getpid())[1] / 1024
+            entry = {
+                "wall_s": timer.wall,
+                "cpu_s": timer.cpu,
+                "renditions": len(made),
+                "resizes": dict(hits),
+                "rss_before_mb": rss_before,
+                "peak_rss_mb": peak,
+                "peak_rss_growth_mb": peak - rss_before,
+            }
             if reference and name != "batch":
                 same = [s for s in specs if made.get(s) == reference.get(s)]
                 entry["identical_to_batch"] = len(same)
@@ -181,6 +195,7 @@ def main() -> None:
             "wall_s": site.median(d["wall_s"] for d in details[n]),
             "cpu_s": site.median(d["cpu_s"] for d in details[n]),
             "identical": min((d.get("identical_to_batch", len(specs)) for d in details[n]), default=len(specs)),
+            "peak_rss_growth_mb": max(d["peak_rss_growth_mb"] for d in details[n]),
             "min_psnr_db": min((d.get("min_psnr_db", float("inf")) for d in details[n]), default=float("inf")),
         }
         for n in names
@@ -209,6 +224,7 @@ def main() -> None:
             s.get("wall/batch", ""),
             s.get("cpu/batch", ""),
             f"{s['identical']}/{len(specs)}",
+            s["peak_rss_growth_mb"],
             s["min_psnr_db"],
         )
         for n, s in summary.items()
@@ -217,7 +233,7 @@ def main() -> None:
         f"generation of {len(specs)} {args.type} specs of one {args.size} image",
         result,
         rows,
-        ("variant", "wall s", "cpu s", "wall/batch", "cpu/batch", "identical", "min PSNR dB"),
+        ("variant", "wall s", "cpu s", "wall/batch", "cpu/batch", "identical", "peak RSS growth MB", "min PSNR dB"),
         args,
     )
 
