@@ -37,6 +37,7 @@ def lease_runs_out() -> None:
 
 def recover_with_new_worker() -> None:
     with worker(workers=2) as fresh:
+        tasks.sweep()  # the every-minute schedule runs at least once after a crash
 
         def settled() -> bool:
             close_old_connections()
