@@ -34,3 +34,15 @@ def blog(db):
 def settle():
     """Run queued generation and due deletions in this process (for logic tests; no worker needed)."""
     return harness.settle_in_process
+
+
+def pytest_collection_modifyitems(items):
+    """Every transactional test restores what the migrations created (root page, site, collection).
+
+    A flush without serialized rollback re-runs post_migrate, whose content types then clash with the next
+    serialized test's reload; so all transactional tests use the same mode.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker and marker.kwargs.get("transaction") and not marker.kwargs.get("serialized_rollback"):
+            item.add_marker(pytest.mark.django_db(**{**marker.kwargs, "serialized_rollback": True}), append=False)
