@@ -17,7 +17,7 @@ from tests.reliability import invariants
 from tests.reliability.conftest import needs_pg_redis, spawn, worker
 
 WRITERS = 3
-pytestmark = [pytest.mark.reliability, pytest.mark.worker, needs_pg_redis()]
+pytestmark = [pytest.mark.reliability, pytest.mark.worker, pytest.mark.postgres_only, needs_pg_redis()]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
