@@ -9,6 +9,7 @@ Every round takes a fresh copy of one original (new image row and file) per vari
   patched to hand out the decoded image);
 - ``shared_resize``: ``decode_once`` plus one LANCZOS resize per target size, shared by the specs that differ
   only in output format (``width-N`` and ``width-N|format-avif``); crop of the full frame skipped;
+- ``shared_sequential``: ``shared_resize`` with Wagtail's 3-thread pool cut to one thread (lower peak memory);
 - ``intermediate`` (opt-in idea, output differs): ``shared_resize`` but each size is resized from the nearest
   larger size already made instead of from the original.
 
@@ -22,6 +23,7 @@ bytes, or the PSNR against it.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gc
 import io
 import math
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import ceiling, site  # noqa: E402
 
-VARIANTS = ("cast", "batch", "decode_once", "shared_resize", "intermediate")
+VARIANTS = ("cast", "batch", "decode_once", "shared_resize", "shared_sequential", "intermediate")
 
 
 @contextmanager
@@ -149,9 +151,15 @@ def main() -> None:
             site.reset_peak_rss()  # the shared decode below counts too
             with ExitStack() as stack:
                 hits = {}
-                if name in {"decode_once", "shared_resize", "intermediate"}:
-                    hits = stack.enter_context(
-                        decode_once(original, name in {"shared_resize", "intermediate"}, name == "intermediate")
+                if name in {"decode_once", "shared_resize", "shared_sequential", "intermediate"}:
+                    shared = name in {"shared_resize", "shared_sequential", "intermediate"}
+                    hits = stack.enter_context(decode_once(original, shared, name == "intermediate"))
+                if name == "shared_sequential":  # Wagtail's pool of 3 threads cut to 1: one encoder at a time
+                    real_pool = concurrent.futures.ThreadPoolExecutor
+                    stack.enter_context(
+                        mock.patch.object(
+                            concurrent.futures, "ThreadPoolExecutor", lambda max_workers=None: real_pool(1)
+                        )
                     )
                 with site.Timer() as timer:
                     if name == "cast":
