@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from wagtail.images.models import Rendition, get_rendition_storage
 
-from . import ledger, planning
+from . import cleanup, ledger, planning
 from .conf import get_settings
 from .models import Claim, PendingDeletion
 from .planning import Key
@@ -165,9 +165,7 @@ def prune(rows: Collection[RenditionRow], wrap: Wrap = no_progress) -> int:
             ledger.lock_images([image_id])
             claimed = ledger.claimed_keys(image_id) | keep
             doomed = {row.pk for row in by_image[image_id] if row.filter_spec not in claimed}
-            for rendition in Rendition.objects.filter(pk__in=doomed):
-                rendition.delete()
-                deleted += 1
+            deleted += cleanup.delete_renditions(Rendition.objects.filter(pk__in=doomed))
             specs = {row.filter_spec for row in by_image[image_id] if row.pk in doomed}
             PendingDeletion.objects.filter(image_id=image_id, filter_spec__in=specs).delete()
     return deleted

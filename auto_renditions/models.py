@@ -6,6 +6,7 @@
   unless it is claimed again first.
 - :class:`QueuedImage`: a generation task for the image is queued or running (with its lease).
 - :class:`Failure`: a rendition that could not be made, for operators and bounded retries.
+- :class:`FileDeletion`: a deleted rendition's file, until storage confirms it is gone.
 - :class:`ImageLock`: one row per image, locked by every transaction that claims, releases or deletes.
 """
 
@@ -78,6 +79,18 @@ class Failure(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id} {self.filter_spec}: {self.error} ({self.attempts} attempts)"
+
+
+class FileDeletion(models.Model):
+    """A rendition file to delete: written in the transaction that deletes its row, removed once the file is gone."""
+
+    name = models.CharField(max_length=255, unique=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class ImageLock(models.Model):

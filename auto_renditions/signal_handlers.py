@@ -20,7 +20,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 from wagtail.images.models import Image, Rendition
 from wagtail.signals import page_published, page_unpublished
 
-from . import ledger, queue
+from . import cleanup, ledger, queue
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, 
             ledger.lock_images([instance.pk])
         # Stale now. Wagtail's edit form deletes them right after this too, other code paths may not; each
         # claimed one is queued again by `rendition_deleted` once this commits.
-        for rendition in Rendition.objects.filter(image=instance):
-            rendition.delete()
+        cleanup.delete_renditions(Rendition.objects.filter(image=instance))
 
 
 @_logged

@@ -12,7 +12,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from wagtail.images.models import Image, Rendition
 
-from . import ledger, queue, signals
+from . import cleanup, ledger, queue, signals
 from .conf import get_settings
 from .models import Claim, Failure, PendingDeletion, QueuedImage
 
@@ -69,8 +69,7 @@ def _finish(image_id: int, token: object, made: set[str], *, source: str, made_n
     with transaction.atomic():
         ledger.lock_images([image_id])
         if Image.objects.filter(pk=image_id).values_list("file", flat=True).first() != source:
-            for rendition in Rendition.objects.filter(image_id=image_id, filter_spec__in=made_now):
-                rendition.delete()
+            cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=made_now))
             ledger.mark_queued([image_id])
             return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
         unclaimed = made - ledger.claimed_keys(image_id)
@@ -146,10 +145,7 @@ def _delete_for_image(image_id: int, now) -> int:
         doomed = specs - ledger.claimed_keys(image_id) - keep
         count = 0
         if doomed:
-            # Delete one by one so Wagtail's post_delete handlers (file cleanup, cache purge) run for each.
-            for rendition in Rendition.objects.filter(image_id=image_id, filter_spec__in=doomed):
-                rendition.delete()
-                count += 1
+            count = cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=doomed))
             signals.renditions_deleted.send(sender=Rendition, image_id=image_id, filter_specs=doomed)
         PendingDeletion.objects.filter(pk__in=[p.pk for p in pending]).delete()
     return count
@@ -158,6 +154,7 @@ def _delete_for_image(image_id: int, now) -> int:
 def sweep() -> str:
     """Housekeeping, run by a django-q2 schedule: due deletions, due retries, and work whose task was lost."""
     deleted = delete_due_renditions()
+    cleanup.delete_files()  # files whose deletion failed or never ran (a storage outage, a killed worker)
     lost = set(QueuedImage.objects.filter(leased_until__lt=timezone.now()).values_list("image_id", flat=True))
     wanted = _due_retries()
     if _broker_idle():

@@ -1,0 +1,57 @@
+"""Delete rendition rows and, durably, their files.
+
+Wagtail's own ``post_delete`` handler deletes a rendition's file once the transaction commits. If that fails (a
+storage error) or never runs (the worker is killed between commit and callback), the file stays behind with no
+row. So every rendition this app deletes is first written down as a :class:`FileDeletion` in the same
+transaction; after commit, and again from the sweep, each recorded file is deleted until it is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from wagtail.images.models import Rendition
+
+from .models import FileDeletion
+
+logger = logging.getLogger(__name__)
+
+
+def delete_renditions(renditions: Iterable[Rendition]) -> int:
+    """Delete these rendition rows (call inside ``atomic``, under the image lock); their files follow on commit."""
+    renditions = list(renditions)
+    if not renditions:
+        return 0
+    names = {r.file.name for r in renditions if r.file.name}
+    FileDeletion.objects.bulk_create([FileDeletion(name=name) for name in names], ignore_conflicts=True)
+    for rendition in renditions:
+        rendition.delete()  # one by one: Wagtail's post_delete handlers (file, cache purge) run for each
+    transaction.on_commit(lambda: delete_files(names), robust=True)
+    return len(renditions)
+
+
+def delete_files(names: Iterable[str] | None = None) -> int:
+    """Delete recorded files that no rendition uses any more; keep the record of any that fail, for the sweep."""
+    from django.core.files.storage import default_storage
+
+    pending = FileDeletion.objects.all() if names is None else FileDeletion.objects.filter(name__in=list(names))
+    done, deleted = [], 0
+    for record in pending:
+        if Rendition.objects.filter(file=record.name).exists():
+            done.append(record.pk)  # a new rendition got the same file name: the file is in use again
+            continue
+        try:
+            if default_storage.exists(record.name):
+                if default_storage.get_modified_time(record.name) > record.requested_at:
+                    done.append(record.pk)  # written again after the deletion was decided: a new rendition's
+                    continue
+                default_storage.delete(record.name)
+                deleted += 1
+            done.append(record.pk)
+        except Exception as error:  # noqa: BLE001 - a storage outage: the sweep tries again
+            FileDeletion.objects.filter(pk=record.pk).update(attempts=record.attempts + 1, error=str(error)[:500])
+            logger.warning("Could not delete rendition file %s: %s", record.name, error)
+    FileDeletion.objects.filter(pk__in=done).delete()
+    return deleted
