@@ -230,19 +230,13 @@ class Writer:
         return {"ops": dict(self.done), "errors": self.errors}
 
 
-def _made_from(rendition_file: str, original_file: str) -> bool:
-    """Wagtail names a rendition ``images/<original stem>.<filter>.<ext>``."""
-    stem = Path(original_file).stem
-    return bool(stem) and Path(rendition_file).name.startswith(f"{stem}.")
-
-
 def _sample_state(post_id: int | None) -> tuple[int | None, dict]:
     """One consistent snapshot: a live post, its requirement, which of those exist, and the image files."""
     from cast.models import Post
     from django.db import connection, transaction
     from wagtail.images.models import Image, Rendition
 
-    from tests.reliability.invariants import required_by
+    from tests.reliability.invariants import made_from, required_by
 
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -257,7 +251,7 @@ def _sample_state(post_id: int | None) -> tuple[int | None, dict]:
         rows = Rendition.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec", "file")
         # Only renditions made from the image's current file count: between ``image.save()`` with a new file and
         # the deletion of the old renditions (Wagtail's edit view is not atomic) the stale ones are still there.
-        current = {(i, spec) for i, spec, name in rows if _made_from(name, files.get(i, ""))}
+        current = {(i, spec) for i, spec, name in rows if made_from(name, files.get(i, ""))}
         return post.pk, {
             "published": post.last_published_at.isoformat() if post.last_published_at else "",
             "present": required & current,

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from collections import Counter
 from io import StringIO
+from pathlib import Path
 
 from cast.renditions import RenditionFilters
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command, get_commands
-from wagtail.images.models import Rendition
+from wagtail.images.models import Image, Rendition
 
 from auto_renditions.conf import get_settings
 
 RENDITION_FOLDER = "images"
+
+
+def made_from(rendition_file: str, original_file: str) -> bool:
+    """Wagtail names a rendition ``images/<original stem, cut to fit 59 chars>.<filter>.<ext>``."""
+    stem, name = Path(original_file).stem, Path(rendition_file).name
+    if not stem:
+        return False
+    return name.startswith(f"{stem}.") if len(stem) <= 24 else name.startswith(stem[:24])
 
 
 def required_by(post) -> set[tuple[int, str]]:
@@ -50,12 +59,14 @@ def problems(exempt: set[tuple[int, str]] = frozenset(), storage=None) -> list[s
     storage = storage or default_storage
     keep = set(get_settings().KEEP_FILTER_SPECS)
     rows = list(Rendition.objects.values_list("image_id", "filter_spec", "focal_point_key", "file"))
+    originals = dict(Image.objects.values_list("pk", "file"))
     found = Counter((i, s, f) for i, s, f, _ in rows)
     actual = {(i, s) for i, s, _, _ in rows}
     expected = live_requirement()
     out = [f"duplicate rendition row {key}" for key, n in found.items() if n > 1]
     out += [f"missing rendition {key}" for key in sorted(expected - actual - set(exempt))]
     out += [f"unneeded rendition {key}" for key in sorted(actual - expected) if key[1] not in keep]
+    out += [f"stale rendition {name} of image {i}" for i, _, _, name in rows if not made_from(name, originals[i])]
     names = {name for *_, name in rows}
     out += [f"row without file {name}" for name in sorted(names) if not storage.exists(name)]
     out += [f"orphan file {name}" for name in sorted(storage_files(storage) - names)]
