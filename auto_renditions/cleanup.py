@@ -1,8 +1,8 @@
 """Delete rendition rows and, durably, their files.
 
 Wagtail's own ``post_delete`` handler deletes a rendition's file once the transaction commits. If that fails (a
-storage error) or never runs (the worker is killed between commit and callback), the file stays behind with no
-row. So every rendition this app deletes is first written down as a :class:`FileDeletion` in the same
+storage error) or never runs (the process is killed between commit and callback), the file stays behind with no
+row. So every deleted rendition (whoever deletes it) is written down as a :class:`FileDeletion` in the same
 transaction; after commit, and again from the sweep, each recorded file is deleted until it is gone.
 """
 
@@ -21,15 +21,20 @@ logger = logging.getLogger(__name__)
 
 def delete_renditions(renditions: Iterable[Rendition]) -> int:
     """Delete these rendition rows (call inside ``atomic``, under the image lock); their files follow on commit."""
-    renditions = list(renditions)
-    if not renditions:
-        return 0
-    names = {r.file.name for r in renditions if r.file.name}
-    FileDeletion.objects.bulk_create([FileDeletion(name=name) for name in names], ignore_conflicts=True)
+    count = 0
     for rendition in renditions:
-        rendition.delete()  # one by one: Wagtail's post_delete handlers (file, cache purge) run for each
-    transaction.on_commit(lambda: delete_files(names), robust=True)
-    return len(renditions)
+        rendition.delete()  # one by one: the post_delete handlers (file record, Wagtail's cleanup) run for each
+        count += 1
+    return count
+
+
+def remember_file(rendition: Rendition) -> None:
+    """Record a deleted rendition's file in the deleting transaction, and try to delete it once that commits."""
+    name = rendition.file.name
+    if not name:
+        return
+    FileDeletion.objects.bulk_create([FileDeletion(name=name)], ignore_conflicts=True)
+    transaction.on_commit(lambda: delete_files([name]), robust=True)
 
 
 def delete_files(names: Iterable[str] | None = None) -> int:

@@ -19,8 +19,11 @@ from django.utils import timezone
 
 
 class Claim(models.Model):
-    post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+")
-    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+")
+    # No database-level constraints: a claim written while another editor deletes the post or image must not
+    # fail that commit (PostgreSQL checks deferred keys at COMMIT). Django still cascades; the sweep releases
+    # the rare claim that outlived its post or image.
+    post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False)
     filter_spec = models.CharField(max_length=255)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -125,6 +125,13 @@ def remember_image_file(sender: Any, instance: Image, raw: bool = False, **kwarg
 
 
 @_logged
+def lock_deleted_image(sender: Any, instance: Image, **kwargs: Any) -> None:
+    """An image is being deleted: take its lock first, so the cascade keeps the app's lock order."""
+    if instance.pk is not None:
+        ledger.lock_images([instance.pk])
+
+
+@_logged
 def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, **kwargs: Any) -> None:
     """An image's file was replaced: its renditions are stale, and its new size changes the required specs."""
     old_file = getattr(instance, "_auto_renditions_old_file", None)
@@ -147,7 +154,9 @@ def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, 
 
 @_logged
 def rendition_deleted(sender: Any, instance: Rendition, **kwargs: Any) -> None:
-    """A rendition a live post still claims was deleted behind our back: queue it again after commit."""
+    """Any rendition row deleted (by us, the edit form, an image's cascade, a shell): make sure its file goes,
+    and if a live post still claims it, queue it again after commit."""
+    cleanup.remember_file(instance)
     image_id = instance.image_id
     pending = transaction.get_connection().run_on_commit
     key = f"auto_renditions.requeue.{image_id}"
@@ -185,4 +194,5 @@ def connect() -> None:
     )
     pre_save.connect(remember_image_file, sender=Image, dispatch_uid="auto_renditions.remember_image_file")
     post_save.connect(image_saved, sender=Image, dispatch_uid="auto_renditions.image_saved")
+    pre_delete.connect(lock_deleted_image, sender=Image, dispatch_uid="auto_renditions.lock_deleted_image")
     post_delete.connect(rendition_deleted, sender=Rendition, dispatch_uid="auto_renditions.rendition_deleted")

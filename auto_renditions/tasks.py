@@ -153,6 +153,7 @@ def _delete_for_image(image_id: int, now) -> int:
 
 def sweep() -> str:
     """Housekeeping, run by a django-q2 schedule: due deletions, due retries, and work whose task was lost."""
+    _release_stale_claims()
     deleted = delete_due_renditions()
     cleanup.delete_files()  # files whose deletion failed or never ran (a storage outage, a killed worker)
     lost = set(QueuedImage.objects.filter(leased_until__lt=timezone.now()).values_list("image_id", flat=True))
@@ -168,6 +169,17 @@ def sweep() -> str:
         new = ledger.mark_queued(wanted - lost)
     queue.enqueue_generation(lost | new)
     return f"{deleted}; re-queued {len(lost)} lost and {len(new)} new image task(s)"
+
+
+def _release_stale_claims() -> None:
+    """Claims that outlived their post or image (written while another editor deleted it) are released."""
+    from cast.models import Post
+
+    holders = set(Claim.objects.values_list("post_id", flat=True).distinct())
+    stale = holders - set(Post.objects.live().filter(pk__in=holders).values_list("pk", flat=True))
+    if stale:
+        ledger.release_posts(stale)
+    Claim.objects.filter(~Exists(Image.objects.filter(pk=OuterRef("image_id")))).delete()
 
 
 def _due_retries() -> set[int]:

@@ -45,16 +45,28 @@ def test_a_failed_file_delete_is_retried_until_the_file_is_gone(settings, django
     assert not path.exists() and not FileDeletion.objects.exists()
 
 
-def test_a_file_written_again_under_the_same_name_is_kept(django_capture_on_commit_callbacks):
+def test_a_file_written_again_under_the_same_name_is_kept():
     rendition = make_image(800, 600).get_rendition("width-400")
     path = Path(settings.MEDIA_ROOT) / rendition.file.name
     FileDeletion.objects.create(name=rendition.file.name)
     assert cleanup.delete_files() == 0  # a row still uses the name
     assert path.exists() and not FileDeletion.objects.exists()
 
-    Rendition.objects.filter(pk=rendition.pk).delete()  # a queryset delete: no file handling at all
-    record = FileDeletion.objects.create(name=rendition.file.name)
+    Rendition.objects.filter(pk=rendition.pk).delete()  # any deletion is recorded (its on-commit part not run here)
+    record = FileDeletion.objects.get(name=rendition.file.name)
     later = time.time() + 5
     os.utime(path, (later, later))  # the file was written after the deletion was decided
     assert cleanup.delete_files() == 0 and path.exists()
     assert not FileDeletion.objects.filter(pk=record.pk).exists()
+
+
+def test_deleting_an_image_records_its_rendition_files(django_capture_on_commit_callbacks):
+    from wagtail.images.models import Image
+
+    image = make_image(800, 600)
+    paths = [Path(settings.MEDIA_ROOT) / image.get_rendition(spec).file.name for spec in ("width-400", "width-200")]
+    FailingDeleteStorage.failures = 0
+    with django_capture_on_commit_callbacks(execute=True):
+        Image.objects.get(pk=image.pk).delete()
+    assert not any(path.exists() for path in paths)
+    assert not FileDeletion.objects.exists()

@@ -314,3 +314,18 @@ def test_renditions_made_from_a_file_replaced_meanwhile_are_made_again(blog, run
         with rendition.file.open() as handle, PILImage.open(handle) as picture:
             red, green, blue = picture.convert("RGB").resize((1, 1)).getpixel((0, 0))
         assert red > 200 and green < 60, f"{rendition.filter_spec} was made from the old file, not the replacement"
+
+
+def test_sweep_releases_claims_that_outlived_their_post_or_image(blog, run):
+    """A claim written while another editor deleted the post (no DB constraint fails that commit) is released."""
+    a = make_image(1600, 1200)
+    post = run(lambda: make_post(blog, "p", images=[a]))
+    spec = sorted(required(post))[0][1]
+    orphan = make_image(800, 600)
+    run(lambda: orphan.get_rendition(spec))
+    Claim.objects.create(post_id=post.pk + 1000, image_id=orphan.pk, filter_spec=spec)  # its post is gone
+    Claim.objects.create(post_id=post.pk, image_id=orphan.pk + 1000, filter_spec=spec)  # its image is gone
+    run(tasks.sweep)
+    assert claims() == required(post)
+    assert renditions(orphan) == set()  # released, and with no grace period deleted
+    assert renditions(a) == required(post)
