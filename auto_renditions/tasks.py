@@ -10,6 +10,8 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from PIL import Image as PILImage
+from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import Image, Rendition
 
 from . import cleanup, ledger, queue, signals
@@ -17,6 +19,10 @@ from .conf import get_settings
 from .models import Claim, Failure, PendingDeletion, QueuedImage
 
 logger = logging.getLogger(__name__)
+
+#: Errors that no retry can mend: a spec Wagtail refuses for this image (e.g. a raster format for an SVG), or
+#: an original over Pillow's MAX_IMAGE_PIXELS. Anything else (a storage outage, a file being replaced) is retried.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (InvalidFilterSpecError, PILImage.DecompressionBombError)
 
 #: How often one task goes round when new work for its image arrives while it generates.
 MAX_ROUNDS = 5
@@ -86,6 +92,7 @@ def _render(image: Image, specs: set[str]) -> set[str]:
     image.prefetched_renditions = list(image.renditions.all())  # the database, not a stale per-process cache
     ordered = sorted(specs)
     errors: dict[str, str] = {}
+    permanent: set[str] = set()
     try:
         image.get_renditions(*ordered)
         made = set(ordered)
@@ -97,18 +104,21 @@ def _render(image: Image, specs: set[str]) -> set[str]:
                 made.add(spec)
             except Exception as error:  # noqa: BLE001
                 errors[spec] = f"{type(error).__name__}: {error}"
+                if isinstance(error, PERMANENT_ERRORS):
+                    permanent.add(spec)
                 logger.debug("rendition %s of image %s failed:\n%s", spec, image.pk, traceback.format_exc())
     if made:
         Failure.objects.filter(image=image, filter_spec__in=made).delete()
         signals.renditions_generated.send(sender=Image, image=image, filter_specs=made)
     if errors:
-        _record_failures(image, errors)
+        _record_failures(image, errors, permanent)
         signals.renditions_failed.send(sender=Image, image=image, errors=errors)
     return made
 
 
-def _record_failures(image: Image, errors: dict[str, str]) -> None:
-    now = timezone.now()
+def _record_failures(image: Image, errors: dict[str, str], permanent: set[str]) -> None:
+    """Count an attempt per failed spec; an error that no retry can mend uses up all attempts at once."""
+    now, max_attempts = timezone.now(), get_settings().MAX_ATTEMPTS
     for spec, error in errors.items():
         logger.warning("Could not make rendition %s of image %s: %s", spec, image.pk, error)
         failure, created = Failure.objects.get_or_create(
@@ -116,8 +126,10 @@ def _record_failures(image: Image, errors: dict[str, str]) -> None:
         )
         if not created:
             failure.attempts += 1
-            failure.error, failure.last_failed_at = error, now
-            failure.save(update_fields=["attempts", "error", "last_failed_at"])
+        if spec in permanent:
+            failure.attempts = max(failure.attempts, max_attempts)
+        failure.error, failure.last_failed_at = error, now
+        failure.save(update_fields=["attempts", "error", "last_failed_at"])
 
 
 def delete_due_renditions(image_ids: Iterable[int] | None = None) -> str:

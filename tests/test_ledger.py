@@ -329,3 +329,20 @@ def test_sweep_releases_claims_that_outlived_their_post_or_image(blog, run):
     assert claims() == required(post)
     assert renditions(orphan) == set()  # released, and with no grace period deleted
     assert renditions(a) == required(post)
+
+
+def test_an_error_no_retry_can_mend_is_not_retried(blog, run):
+    """django-cast plans raster formats for an SVG; Wagtail refuses them: one attempt, then left for an operator."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    svg = (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="1600" height="1200"><rect width="1600" height="1200"/></svg>'
+    )
+    image = Image(title="logo", file=SimpleUploadedFile("logo.svg", svg, content_type="image/svg+xml"))
+    image.save()
+    post = run(lambda: make_post(blog, "p", images=[image]))
+    assert post.live
+    failures = list(Failure.objects.filter(image=image))
+    assert failures and all(f.attempts == 3 and "InvalidFilterSpec" in f.error for f in failures)
+    run(tasks.sweep)
+    assert [f.attempts for f in Failure.objects.filter(image=image)] == [3] * len(failures)
