@@ -62,6 +62,19 @@ def lock_images(image_ids: Iterable[int]) -> None:
         list(ImageLock.objects.select_for_update().filter(image_id__in=ids).order_by("image_id").values_list("pk"))
 
 
+def lock_posts(post_ids: Iterable[int]) -> None:
+    """Lock the posts' rows (PostgreSQL; SQLite's write lock covers it), so their requirement cannot change
+    under us: a publish holds the same row while it writes the post and its media relations.
+
+    Lock order everywhere: posts, then images.
+    """
+    from cast.models import Post
+
+    ids = sorted(set(post_ids))
+    if ids and connection.features.has_select_for_update:
+        list(Post.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk").values_list("pk"))
+
+
 def _live_posts(post_ids: Collection[int]) -> list:
     from cast.models import Post
 
@@ -82,7 +95,8 @@ def sync_posts(post_ids: Iterable[int]) -> LedgerChange:
     if not post_ids:
         return LedgerChange()
     with transaction.atomic():
-        requirements = requirement_for_posts(post_ids)
+        lock_posts(post_ids)
+        requirements = requirement_for_posts(post_ids)  # planned under the post lock: current, not stale
         return _apply(requirements)
 
 
@@ -92,6 +106,7 @@ def release_posts(post_ids: Iterable[int]) -> LedgerChange:
     if not post_ids:
         return LedgerChange()
     with transaction.atomic():
+        lock_posts(post_ids)
         return _apply({post_id: planning.Requirement() for post_id in post_ids})
 
 

@@ -190,7 +190,7 @@ def _release_stale_claims() -> None:
     holders = set(Claim.objects.values_list("post_id", flat=True).distinct())
     stale = holders - set(Post.objects.live().filter(pk__in=holders).values_list("pk", flat=True))
     if stale:
-        ledger.release_posts(stale)
+        ledger.sync_posts(stale)  # not release: one may have been published again since we looked
     Claim.objects.filter(~Exists(Image.objects.filter(pk=OuterRef("image_id")))).delete()
 
 
