@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import Image, Rendition
 
-from . import cleanup, ledger, queue, signals
+from . import cleanup, generation, ledger, queue, signals
 from .conf import get_settings
 from .models import Claim, Failure, PendingDeletion, QueuedImage
 
@@ -94,7 +94,7 @@ def _render(image: Image, specs: set[str]) -> set[str]:
     errors: dict[str, str] = {}
     permanent: set[str] = set()
     try:
-        image.get_renditions(*ordered)
+        image.get_renditions(*generation.filters_for(ordered))  # one read, one decode, one resize per size
         made = set(ordered)
     except Exception:  # noqa: BLE001 - one broken original must not stop the worker
         made = set()

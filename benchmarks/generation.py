@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import ceiling, site  # noqa: E402
 
-VARIANTS = ("cast", "batch", "decode_once", "shared_resize", "shared_sequential", "intermediate")
+VARIANTS = ("cast", "batch", "app", "decode_once", "shared_resize", "shared_sequential", "intermediate")
 
 
 @contextmanager
@@ -165,6 +165,10 @@ def main() -> None:
                     if name == "cast":
                         for spec in specs:
                             image.get_rendition(spec)
+                    elif name == "app":  # what the worker runs: auto_renditions.generation's shared filters
+                        from auto_renditions import generation
+
+                        image.get_renditions(*generation.filters_for(specs))
                     elif name == "intermediate":  # largest first, so smaller sizes find a larger one made
                         image.get_renditions(*sorted(specs, key=lambda s: -ceiling.parse_spec(s)[0]))
                     else:
