@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
 
 from django.db import transaction
 from wagtail.images.models import Rendition
@@ -59,4 +61,28 @@ def delete_files(names: Iterable[str] | None = None) -> int:
             FileDeletion.objects.filter(pk=record.pk).update(attempts=record.attempts + 1, error=str(error)[:500])
             logger.warning("Could not delete rendition file %s: %s", record.name, error)
     FileDeletion.objects.filter(pk__in=done).delete()
+    return deleted
+
+
+def delete_stray_files(image, since: datetime) -> int:
+    """Delete rendition files written since ``since`` for an image that was deleted meanwhile.
+
+    Wagtail saves each rendition's file before inserting its row; when the image is deleted during generation the
+    insert fails and the files have no row. They are found by the image's file-name stem (how Wagtail names
+    renditions), not used by any row, and not older than the task that wrote them.
+    """
+    from django.core.files.storage import default_storage
+
+    folder, stem = "images", Path(image.file.name).stem[:20]
+    try:
+        _, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    names = [f"{folder}/{name}" for name in files if name.startswith(stem)]
+    used = set(Rendition.objects.filter(file__in=names).values_list("file", flat=True))
+    deleted = 0
+    for name in names:
+        if name not in used and default_storage.get_modified_time(name) >= since:
+            default_storage.delete(name)
+            deleted += 1
     return deleted

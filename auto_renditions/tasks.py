@@ -74,7 +74,10 @@ def _finish(image_id: int, token: object, made: set[str], *, source: str, made_n
     """
     with transaction.atomic():
         ledger.lock_images([image_id])
-        if Image.objects.filter(pk=image_id).values_list("file", flat=True).first() != source:
+        current = Image.objects.filter(pk=image_id).values_list("file", flat=True).first()
+        if current is None:
+            return None  # the image was deleted: its renditions and queue entry went with it
+        if current != source:
             cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=made_now))
             ledger.mark_queued([image_id])
             return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
@@ -93,10 +96,14 @@ def _render(image: Image, specs: set[str]) -> set[str]:
     ordered = sorted(specs)
     errors: dict[str, str] = {}
     permanent: set[str] = set()
+    started = timezone.now()
     try:
         image.get_renditions(*generation.filters_for(ordered))  # one read, one decode, one resize per size
         made = set(ordered)
     except Exception:  # noqa: BLE001 - one broken original must not stop the worker
+        if not Image.objects.filter(pk=image.pk).exists():
+            cleanup.delete_stray_files(image, since=started)  # deleted while we rendered: the rows failed
+            return set()
         made = set()
         for spec in ordered:
             try:

@@ -70,3 +70,33 @@ def test_deleting_an_image_records_its_rendition_files(django_capture_on_commit_
         Image.objects.get(pk=image.pk).delete()
     assert not any(path.exists() for path in paths)
     assert not FileDeletion.objects.exists()
+
+
+class DeleteImageOnOpenStorage(FileSystemStorage):
+    """Fault injection: the image is deleted by 'another editor' right after the worker opened its original."""
+
+    image_id = None
+
+    def open(self, name, mode="rb"):
+        handle = super().open(name, mode)
+        image_id, DeleteImageOnOpenStorage.image_id = DeleteImageOnOpenStorage.image_id, None
+        if image_id and name.startswith("original_images/"):
+            from wagtail.images.models import Image
+
+            Image.objects.filter(pk=image_id).delete()
+        return handle
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_image_deleted_during_generation_leaves_no_files(settings, blog):
+    from auto_renditions import tasks
+    from tests.factories import make_post
+
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.DeleteImageOnOpenStorage"}}
+    image = make_image(1600, 1200)
+    make_post(blog, "p", galleries=[[image]])
+    DeleteImageOnOpenStorage.image_id = image.pk
+    tasks.generate_image_renditions(image.pk)
+    assert DeleteImageOnOpenStorage.image_id is None, "the deletion did not happen during generation"
+    folder = Path(settings.MEDIA_ROOT) / "images"
+    assert not (list(folder.iterdir()) if folder.exists() else []), "rendition files without rows are left"
