@@ -19,9 +19,9 @@ from django.utils import timezone
 
 
 class Claim(models.Model):
-    # No database-level constraints: a claim written while another editor deletes the post or image must not
-    # fail that commit (PostgreSQL checks deferred keys at COMMIT). Django still cascades; the sweep releases
-    # the rare claim that outlived its post or image.
+    # No database-level constraints (here and on the other per-image rows): a row written while another editor
+    # deletes the post or image must not fail that whole commit (PostgreSQL checks deferred keys at COMMIT).
+    # Django still cascades; the sweep removes the rare row that outlived its post or image.
     post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+", db_constraint=False)
     image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False)
     filter_spec = models.CharField(max_length=255)
@@ -38,7 +38,7 @@ class Claim(models.Model):
 
 
 class PendingDeletion(models.Model):
-    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False)
     filter_spec = models.CharField(max_length=255)
     released_at = models.DateTimeField(default=timezone.now)
     due_at = models.DateTimeField(db_index=True)
@@ -59,7 +59,9 @@ class QueuedImage(models.Model):
     ``leased_until`` keeps two workers from generating the same image twice.
     """
 
-    image = models.OneToOneField("wagtailimages.Image", on_delete=models.CASCADE, primary_key=True, related_name="+")
+    image = models.OneToOneField(
+        "wagtailimages.Image", on_delete=models.CASCADE, primary_key=True, related_name="+", db_constraint=False
+    )
     token = models.UUIDField(default=uuid.uuid4)
     queued_at = models.DateTimeField(default=timezone.now)
     leased_until = models.DateTimeField(null=True, blank=True)
@@ -69,7 +71,7 @@ class QueuedImage(models.Model):
 
 
 class Failure(models.Model):
-    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False)
     filter_spec = models.CharField(max_length=255)
     error = models.TextField()
     attempts = models.PositiveIntegerField(default=1)

@@ -55,6 +55,7 @@ def _acquire_lease(image_id: int) -> object | None:
     now = timezone.now()
     until = now + timedelta(seconds=get_settings().TASK_TIMEOUT + 60)
     if not Image.objects.filter(pk=image_id).exists():
+        QueuedImage.objects.filter(image_id=image_id).delete()  # queued while the image was being deleted
         return None
     try:
         QueuedImage.objects.get_or_create(image_id=image_id)  # a duplicate or re-queued task finds it gone
@@ -191,14 +192,17 @@ def sweep() -> str:
 
 
 def _release_stale_claims() -> None:
-    """Claims that outlived their post or image (written while another editor deleted it) are released."""
+    """Claims that outlived their post or image (written while another editor deleted it) are released; other
+    rows of a deleted image are removed."""
     from cast.models import Post
 
     holders = set(Claim.objects.values_list("post_id", flat=True).distinct())
     stale = holders - set(Post.objects.live().filter(pk__in=holders).values_list("pk", flat=True))
     if stale:
         ledger.sync_posts(stale)  # not release: one may have been published again since we looked
-    Claim.objects.filter(~Exists(Image.objects.filter(pk=OuterRef("image_id")))).delete()
+    gone = ~Exists(Image.objects.filter(pk=OuterRef("image_id")))
+    for model in (Claim, QueuedImage, PendingDeletion, Failure):
+        model.objects.filter(gone).delete()
 
 
 def _due_retries() -> set[int]:

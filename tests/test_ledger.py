@@ -325,7 +325,12 @@ def test_sweep_releases_claims_that_outlived_their_post_or_image(blog, run):
     run(lambda: orphan.get_rendition(spec))
     Claim.objects.create(post_id=post.pk + 1000, image_id=orphan.pk, filter_spec=spec)  # its post is gone
     Claim.objects.create(post_id=post.pk, image_id=orphan.pk + 1000, filter_spec=spec)  # its image is gone
+    gone = orphan.pk + 1000
+    QueuedImage.objects.create(image_id=gone)
+    PendingDeletion.objects.create(image_id=gone, filter_spec=spec, due_at=timezone.now() + timedelta(hours=1))
+    Failure.objects.create(image_id=gone, filter_spec=spec, error="x")
     run(tasks.sweep)
+    assert not any(m.objects.filter(image_id=gone).exists() for m in (QueuedImage, PendingDeletion, Failure))
     assert claims() == required(post)
     assert renditions(orphan) == set()  # released, and with no grace period deleted
     assert renditions(a) == required(post)
