@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from io import StringIO
 from pathlib import Path
@@ -17,11 +18,15 @@ RENDITION_FOLDER = "images"
 
 
 def made_from(rendition_file: str, original_file: str) -> bool:
-    """Wagtail names a rendition ``images/<original stem, cut to fit 59 chars>.<filter>.<ext>``."""
+    """Wagtail names a rendition ``images/<original stem, cut to fit 59 chars>.<filter>.<ext>``; when that name is
+    taken (an earlier file of the same rendition not deleted yet), Django's storage inserts ``_<7 random
+    characters>`` before the first dot. Both are renditions of this original."""
     stem, name = Path(original_file).stem, Path(rendition_file).name
     if not stem:
         return False
-    return name.startswith(f"{stem}.") if len(stem) <= 24 else name.startswith(stem[:24])
+    prefix = re.escape(stem if len(stem) <= 24 else stem[:24])
+    tail = r"(_[A-Za-z0-9]{7})?\." if len(stem) <= 24 else ""
+    return re.match(prefix + tail, name) is not None
 
 
 def required_by(post) -> set[tuple[int, str]]:
