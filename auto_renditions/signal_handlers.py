@@ -125,13 +125,6 @@ def remember_image_file(sender: Any, instance: Image, raw: bool = False, **kwarg
 
 
 @_logged
-def lock_deleted_image(sender: Any, instance: Image, **kwargs: Any) -> None:
-    """An image is being deleted: take its lock first, so the cascade keeps the app's lock order."""
-    if instance.pk is not None:
-        ledger.lock_images([instance.pk])
-
-
-@_logged
 def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, **kwargs: Any) -> None:
     """An image's file was replaced: its renditions are stale, and its new size changes the required specs."""
     old_file = getattr(instance, "_auto_renditions_old_file", None)
@@ -194,5 +187,4 @@ def connect() -> None:
     )
     pre_save.connect(remember_image_file, sender=Image, dispatch_uid="auto_renditions.remember_image_file")
     post_save.connect(image_saved, sender=Image, dispatch_uid="auto_renditions.image_saved")
-    pre_delete.connect(lock_deleted_image, sender=Image, dispatch_uid="auto_renditions.lock_deleted_image")
     post_delete.connect(rendition_deleted, sender=Rendition, dispatch_uid="auto_renditions.rendition_deleted")
