@@ -7,7 +7,7 @@ The requirement is django-cast's own: ``RenditionFilters.from_wagtail_image_with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +72,3 @@ def by_image(keys: Iterable[Key]) -> dict[int, set[str]]:
     for image_id, spec in keys:
         grouped[image_id].add(spec)
     return dict(grouped)
-
-
-def flatten(grouped: Mapping[int, Iterable[str]]) -> set[Key]:
-    return {(image_id, spec) for image_id, specs in grouped.items() for spec in specs}

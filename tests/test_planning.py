@@ -75,7 +75,6 @@ def test_small_image_gets_format_conversion_only():
     assert specs == {"format-avif"}
 
 
-def test_by_image_and_flatten_roundtrip():
+def test_by_image_groups_specs():
     keys = {(1, "a"), (1, "b"), (2, "a")}
     assert planning.by_image(keys) == {1: {"a", "b"}, 2: {"a"}}
-    assert planning.flatten(planning.by_image(keys)) == keys
