@@ -20,7 +20,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     except (TypeError, ValueError) as error:
         return [Error(str(error), hint="See the settings reference in the README.", id="auto_renditions.E001")]
     errors = []
-    for name in ("DELETE_GRACE_SECONDS", "TASK_TIMEOUT", "MAX_ATTEMPTS", "RETRY_BACKOFF_SECONDS", "SWEEP_MINUTES"):
+    numeric = (
+        "DELETE_GRACE_SECONDS",
+        "TASK_TIMEOUT",
+        "MAX_ATTEMPTS",
+        "RETRY_BACKOFF_SECONDS",
+        "SWEEP_MINUTES",
+        "SERIAL_RENDER_PIXELS",
+    )
+    for name in numeric:
         value = getattr(conf, name)
         if not isinstance(value, int) or value < 0 or (name in {"TASK_TIMEOUT", "MAX_ATTEMPTS"} and value < 1):
             errors.append(

@@ -99,7 +99,7 @@ def _render(image: Image, specs: set[str]) -> set[str]:
     permanent: set[str] = set()
     started = timezone.now()
     try:
-        image.get_renditions(*generation.filters_for(ordered))  # one read, one decode, one resize per size
+        generation.render(image, ordered)  # one read, one decode, one resize per size
         made = set(ordered)
     except Exception:  # noqa: BLE001 - one broken original must not stop the worker
         if not Image.objects.filter(pk=image.pk).exists():

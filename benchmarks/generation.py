@@ -3,12 +3,14 @@
 Every round takes a fresh copy of one original (new image row and file) per variant, interleaved:
 
 - ``cast``: django-cast's loop, one ``image.get_rendition(spec)`` per spec (open + decode per spec);
-- ``batch``: Wagtail's ``image.get_renditions(*specs)`` as ``tasks._render`` calls it (bytes read once,
-  decoded per spec, 3 threads);
+- ``batch``: Wagtail's ``image.get_renditions(*specs)`` (bytes read once, decoded per spec, 3 threads);
+- ``app``: what the worker runs (``auto_renditions.generation``: one decode, one resize per size, 3 threads);
 - ``decode_once``: ``batch`` with the original decoded once and shared by every spec (``Filter.get_willow_image``
   patched to hand out the decoded image);
 - ``shared_resize``: ``decode_once`` plus one LANCZOS resize per target size, shared by the specs that differ
   only in output format (``width-N`` and ``width-N|format-avif``); crop of the full frame skipped;
+- ``app_serial``: ``app`` rendering one spec at a time (what the worker does for originals over
+  ``SERIAL_RENDER_PIXELS``);
 - ``shared_sequential``: ``shared_resize`` with Wagtail's 3-thread pool cut to one thread (lower peak memory);
 - ``intermediate`` (opt-in idea, output differs): ``shared_resize`` but each size is resized from the nearest
   larger size already made instead of from the original.
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import ceiling, site  # noqa: E402
 
-VARIANTS = ("cast", "batch", "app", "decode_once", "shared_resize", "shared_sequential", "intermediate")
+VARIANTS = ("cast", "batch", "app", "app_serial", "decode_once", "shared_resize", "shared_sequential", "intermediate")
 
 
 @contextmanager
@@ -165,10 +167,10 @@ def main() -> None:
                     if name == "cast":
                         for spec in specs:
                             image.get_rendition(spec)
-                    elif name == "app":  # what the worker runs: auto_renditions.generation's shared filters
+                    elif name in {"app", "app_serial"}:  # the worker's shared filters, 3 or 1 at a time
                         from auto_renditions import generation
 
-                        image.get_renditions(*generation.filters_for(specs))
+                        generation.render(image, specs, serial=name == "app_serial")
                     elif name == "intermediate":  # largest first, so smaller sizes find a larger one made
                         image.get_renditions(*sorted(specs, key=lambda s: -ceiling.parse_spec(s)[0]))
                     else:

@@ -76,6 +76,7 @@ def test_sqlite_without_immediate_transactions_is_a_warning(settings):
         ({"MAX_ATTEMPTS": 0}, "auto_renditions.E002"),
         ({"DELETE_GRACE_SECONDS": -5}, "auto_renditions.E002"),
         ({"TASK_TIMEOUT": "300"}, "auto_renditions.E002"),
+        ({"SERIAL_RENDER_PIXELS": -1}, "auto_renditions.E002"),
     ],
 )
 def test_bad_settings_are_errors(settings, value, expected):
