@@ -351,3 +351,15 @@ def test_an_error_no_retry_can_mend_is_not_retried(blog, run):
     assert failures and all(f.attempts == 3 and "InvalidFilterSpec" in f.error for f in failures)
     run(tasks.sweep)
     assert [f.attempts for f in Failure.objects.filter(image=image)] == [3] * len(failures)
+
+
+def test_claims_are_inserted_once_with_their_time(blog):
+    photo = make_image(1200, 800)
+    post = make_post(blog, "inserted", images=[photo], publish=False)
+    before = timezone.now()
+    ledger.insert_claims([(post.pk, photo.pk, "width-100"), (post.pk, photo.pk, "width-200")])
+    ledger.insert_claims([(post.pk, photo.pk, "width-200"), (post.pk, photo.pk, "width-300")])  # one already there
+    claims = Claim.objects.filter(post=post).order_by("filter_spec")
+    assert [c.filter_spec for c in claims] == ["width-100", "width-200", "width-300"]
+    assert all(before - timedelta(seconds=1) <= c.created_at <= timezone.now() for c in claims)
+    assert Claim.objects.filter(post=post, created_at__gte=before - timedelta(seconds=1)).count() == 3
