@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import connection, models, transaction
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
@@ -57,7 +57,7 @@ def lock_images(image_ids: Iterable[int]) -> None:
     ids = sorted(set(image_ids))
     if not ids:
         return
-    ImageLock.objects.bulk_create([ImageLock(image_id=i) for i in ids], ignore_conflicts=True)
+    insert_new(ImageLock, ("image_id",), [(i,) for i in ids])
     if connection.features.has_select_for_update:
         list(ImageLock.objects.select_for_update().filter(image_id__in=ids).order_by("image_id").values_list("pk"))
 
@@ -76,9 +76,15 @@ def lock_posts(post_ids: Iterable[int]) -> None:
 
 
 def _live_posts(post_ids: Collection[int]) -> list:
+    """The live posts with their images, loading only what planning reads (a post may show hundreds)."""
     from cast.models import Post
 
-    return list(Post.objects.live().filter(pk__in=post_ids).prefetch_related("images", "galleries__images"))
+    images = Post._meta.get_field("images").related_model.objects.only("pk", "file", "width", "height")
+    return list(
+        Post.objects.live()
+        .filter(pk__in=post_ids)
+        .prefetch_related(Prefetch("images", queryset=images), Prefetch("galleries__images", queryset=images))
+    )
 
 
 def requirement_for_posts(post_ids: Collection[int]) -> dict[int, planning.Requirement]:
@@ -155,34 +161,34 @@ def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
 
 
 def insert_claims(rows: list[tuple[int, int, str]]) -> None:
-    """Insert ``(post_id, image_id, filter_spec)`` claims, skipping existing ones, in one statement.
+    """Insert ``(post_id, image_id, filter_spec)`` claims, skipping existing ones."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    insert_new(Claim, ("post", "image", "filter_spec", "created_at"), [(*row, now) for row in rows])
 
-    A first publish of a 100-image post writes about 1,000 claims; ``bulk_create`` spent most of the publish's
-    ledger time building model instances for them (``benchmarks/planning_cost.py``).
+
+def insert_new(model: type[models.Model], field_names: Sequence[str], rows: list[tuple]) -> None:
+    """INSERT ``rows`` (values ready for the database), skipping those that exist, in one statement.
+
+    A first publish of a 100-image post writes about 1,000 claims, 100 lock and 100 queue rows; ``bulk_create``
+    spent most of the publish's ledger time building model instances for them (``benchmarks/planning_cost.py``).
     """
     if not rows:
         return
+    fields = [model._meta.get_field(name) for name in field_names]
     if connection.vendor not in {"sqlite", "postgresql"}:
-        Claim.objects.bulk_create(
-            [Claim(post_id=p, image_id=i, filter_spec=s) for p, i, s in rows], ignore_conflicts=True
-        )
+        objects = [model(**{f.attname: value for f, value in zip(fields, row, strict=True)}) for row in rows]
+        model.objects.bulk_create(objects, ignore_conflicts=True)
         return
     quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(Claim._meta.get_field(name).column) for name in ("post", "image", "filter_spec", "created_at")
-    )
-    into = f"INSERT INTO {quote(Claim._meta.db_table)} ({columns})"
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    into = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            posts, images, specs = (list(column) for column in zip(*rows, strict=True))
-            cursor.execute(
-                f"{into} SELECT p, i, s, %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS t (p, i, s) "
-                "ON CONFLICT DO NOTHING",
-                [now, posts, images, specs],
-            )
+        if connection.vendor == "postgresql":  # one array per column
+            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(f"{into} SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING", columns)
         else:
-            cursor.executemany(f"{into} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", [(*row, now) for row in rows])
+            values = ", ".join(["%s"] * len(fields))
+            cursor.executemany(f"{into} VALUES ({values}) ON CONFLICT DO NOTHING", rows)
 
 
 def _still_claimed(keys: Collection[Key]) -> set[Key]:
@@ -270,7 +276,9 @@ def mark_queued(image_ids: Collection[int]) -> set[int]:
         # One token for all: each row only needs to differ from what its running task read.
         QueuedImage.objects.filter(image_id__in=already).update(token=uuid.uuid4())
     new = set(image_ids) - already
-    QueuedImage.objects.bulk_create([QueuedImage(image_id=i) for i in new], ignore_conflicts=True)
+    token = QueuedImage._meta.get_field("token").get_db_prep_value(uuid.uuid4(), connection)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    insert_new(QueuedImage, ("image", "token", "queued_at"), [(i, token, now) for i in sorted(new)])
     return new
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from cast.renditions import RenditionFilters
@@ -38,15 +39,25 @@ class Requirement:
 
 
 def required_renditions(images_with_type: Iterable[tuple[str, Any]]) -> Requirement:
-    """Return the ``(image_id, filter_spec)`` pairs django-cast renders for these images."""
+    """Return the ``(image_id, filter_spec)`` pairs django-cast renders for these images.
+
+    django-cast's answer depends only on the image type, the original's size and its file name's suffix, so
+    photos of one camera in one post are planned once.
+    """
     requirement = Requirement()
+    planned: dict[tuple, list[str] | str] = {}
     for image_type, image in images_with_type:
-        try:
-            specs = RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
-        except (ValueError, ZeroDivisionError) as error:  # unsupported format, or 0×0 dimensions
-            requirement.unplannable.append(Unplannable(image.pk, f"{type(error).__name__}: {error}"))
-            continue
-        requirement.keys.update((image.pk, spec) for spec in specs)
+        shape = (image_type, image.width, image.height, PurePath(image.file.name).suffix)
+        if shape not in planned:
+            try:
+                planned[shape] = RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
+            except (ValueError, ZeroDivisionError) as error:  # unsupported format, or 0×0 dimensions
+                planned[shape] = f"{type(error).__name__}: {error}"
+        specs = planned[shape]
+        if isinstance(specs, str):
+            requirement.unplannable.append(Unplannable(image.pk, specs))
+        else:
+            requirement.keys.update((image.pk, spec) for spec in specs)
     return requirement
 
 

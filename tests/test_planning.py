@@ -21,6 +21,26 @@ def test_requirement_is_exactly_django_casts_filter_strings():
     assert {"width-987", "width-1974", "width-2961", "width-2961|format-avif"} <= {s for _, s in requirement.keys}
 
 
+def test_many_images_are_planned_as_django_cast_plans_each_one():
+    """Images of one shape are planned once; the result is still django-cast's answer for every image."""
+    shapes = [(4000, 3000, "a.jpg"), (4000, 3000, "b.JPG"), (3000, 4000, "c.jpg"), (4000, 3000, "d.png")]
+    shapes += [(800, 600, "e.jpg"), (4000, 3000, "f.tiff"), (120, 90, "g.jpg")]
+    images = [("gallery" if pk % 2 else "regular", image(pk, w, h, name)) for pk, (w, h, name) in enumerate(shapes)]
+    images += [("gallery", images[0][1]), ("regular", image(99, 4000, 3000, "h.jpg"))]
+    requirement = planning.required_renditions(images)
+
+    expected, unplannable = set(), set()
+    for image_type, photo in images:
+        try:
+            specs = RenditionFilters.from_wagtail_image_with_type(photo, image_type).filter_strings
+        except (ValueError, ZeroDivisionError):
+            unplannable.add(photo.pk)
+            continue
+        expected |= {(photo.pk, spec) for spec in specs}
+    assert requirement.keys == expected
+    assert {u.image_id for u in requirement.unplannable} == unplannable == {5}
+
+
 def test_delta_add_remove_replace():
     a, b, c = image(1, 4000, 3000), image(2, 3000, 4000), image(3, 1600, 1200)
     before = planning.required_renditions([("regular", a), ("gallery", b)]).keys
