@@ -17,8 +17,14 @@ if TYPE_CHECKING:
     from .ledger import LedgerChange
 
 GENERATE = "auto_renditions.tasks.generate_image_renditions"
+FAN_OUT = "auto_renditions.tasks.enqueue_generation_tasks"
 DELETE = "auto_renditions.tasks.delete_due_renditions"
 GROUP = "auto_renditions"
+
+#: A publish queues up to this many generation tasks itself; a post with more images gets one task that queues
+#: them from a worker, so the publish request's work does not grow with the post (with django-q2's ORM broker
+#: every task is an INSERT).
+FAN_OUT_ABOVE = 10
 
 
 def _options() -> dict:
@@ -42,6 +48,17 @@ def enqueue_generation(image_ids: Iterable[int]) -> None:
             async_task(GENERATE, image_id, task_name=f"auto_renditions.generate.{image_id}", **_options())
 
 
+def enqueue_generation_soon(image_ids: Iterable[int]) -> None:
+    """What a publish or an edit runs on commit: the image tasks, or for a large post one task that queues them."""
+    from django_q.tasks import async_task
+
+    ids = sorted(set(image_ids))
+    if len(ids) > FAN_OUT_ABOVE:
+        async_task(FAN_OUT, ids, task_name="auto_renditions.fan_out", **_options())
+    else:
+        enqueue_generation(ids)
+
+
 def enqueue_deletion(image_ids: Iterable[int]) -> None:
     from django_q.tasks import async_task
 
@@ -54,7 +71,7 @@ def dispatch(change: LedgerChange) -> None:
     """Enqueue on commit what a ledger change needs: generation now, deletion now if there is no grace."""
     if change.queued_images:
         images = set(change.queued_images)
-        transaction.on_commit(lambda: enqueue_generation(images))
+        transaction.on_commit(lambda: enqueue_generation_soon(images))
     if change.released and get_settings().DELETE_GRACE_SECONDS <= 0:
         released_images = {image_id for image_id, _ in change.released}
         transaction.on_commit(lambda: enqueue_deletion(released_images))

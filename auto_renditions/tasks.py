@@ -50,6 +50,12 @@ def generate_image_renditions(image_id: int) -> str:
     return f"image {image_id}: made {len(made)} rendition(s)"
 
 
+def enqueue_generation_tasks(image_ids: list[int]) -> str:
+    """Queue one generation task per image: a large publish hands this to a worker (``queue.FAN_OUT_ABOVE``)."""
+    queue.enqueue_generation(image_ids)
+    return f"queued {len(image_ids)} image task(s)"
+
+
 def _acquire_lease(image_id: int) -> object | None:
     """Take the image's lease; ``None`` if a live lease is held by another worker."""
     now = timezone.now()

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import site  # noqa: E402
 
-PATHS = ("cast", "floor", "auto", "auto_batched")
+PATHS = ("cast", "floor", "auto")
 
 
 def main() -> None:
@@ -25,11 +25,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10, help="photos per post (80%% in a gallery)")
     parser.add_argument("--size", default="4000x3000", help="original size WxH")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds")
-    parser.add_argument(
-        "--paths",
-        default=",".join(PATHS),
-        help="which paths to run, comma separated (auto_batched: auto with the proposed batched-enqueue patch)",
-    )
+    parser.add_argument("--paths", default=",".join(PATHS), help="which paths to run, comma separated")
     parser.add_argument(
         "--cheap-rounds", type=int, default=8, help="extra interleaved rounds of the fast paths only (floor, auto)"
     )
@@ -40,10 +36,8 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
     from wagtail.images.models import Rendition
 
-    from auto_renditions import queue
     from tests.factories import make_blog
 
-    original_enqueue = queue.enqueue_generation
     size = site.parse_size(args.size)
     blog = make_blog()
     details: dict[str, list[dict]] = {p: [] for p in args.paths.split(",")}
@@ -51,11 +45,7 @@ def main() -> None:
     def variant(path: str):
         def run(round_: int) -> float:
             post = site.ten_photo_post(blog, f"{path}-{len(details[path])}", args.images, size)
-            site.use_publish_path("auto" if path.startswith("auto") else path)
-            if path == "auto_batched":
-                site.batched_enqueue_patch()
-            elif hasattr(queue.enqueue_generation, "_batched"):
-                queue.enqueue_generation = original_enqueue
+            site.use_publish_path(path)
             before = Rendition.objects.count()
             with CaptureQueriesContext(connection) as queries, site.Timer() as timer:
                 post.save_revision(user=post.owner).publish(user=post.owner)
@@ -80,8 +70,6 @@ def main() -> None:
     ratios = {}
     if "floor" in medians:
         ratios = {f"{p}/floor": medians[p] / medians["floor"] for p in medians if p != "floor"}
-    if "auto_batched" in medians and "auto" in medians:
-        ratios["auto_batched/auto"] = medians["auto_batched"] / medians["auto"]
     if "cast" in medians and "auto" in medians:
         ratios["auto/cast"] = medians["auto"] / medians["cast"]
     result = {

@@ -299,28 +299,6 @@ def _floor_receiver(sender: Any, instance: Any, **kwargs: Any) -> None:
         prepare_post_media(instance, create_renditions=False)
 
 
-def batched_enqueue_patch() -> None:
-    """Proposed patch, applied in this process only: enqueue all of a change's tasks in one transaction.
-
-    With the ORM broker every ``async_task`` is one INSERT committed on its own (on SQLite one write
-    transaction each); inside one ``atomic`` they commit together. A no-op for Redis.
-    """
-    from django.db import transaction
-
-    from auto_renditions import queue
-
-    original = queue.enqueue_generation
-    if getattr(original, "_batched", False):
-        return
-
-    def enqueue_generation(image_ids):
-        with transaction.atomic():
-            original(image_ids)
-
-    enqueue_generation._batched = True
-    queue.enqueue_generation = enqueue_generation
-
-
 def reset_peak_rss() -> bool:
     """Reset this process's VmHWM to its current RSS (Linux >= 4.0: write 5 to ``/proc/self/clear_refs``)."""
     try:

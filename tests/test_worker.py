@@ -86,6 +86,20 @@ def test_publish_queues_on_commit_and_a_worker_process_makes_the_renditions(blog
         assert not Claim.objects.exists()
 
 
+def test_a_large_post_is_queued_with_one_task_and_a_worker_fans_it_out(blog):
+    from auto_renditions import queue
+
+    photos = [make_image(320, 240) for _ in range(queue.FAN_OUT_ABOVE + 2)]
+    before = broker_queue_size()
+    post = make_post(blog, "large", galleries=[photos])
+    assert broker_queue_size() == before + 1, "one task for the whole post, however many images"
+    assert QueuedImage.objects.count() == len(photos)
+
+    with Worker() as worker:
+        wait_until(drained, worker=worker, what="the fanned-out tasks to drain")
+        assert renditions(*photos) == required(post)
+
+
 def test_replacing_the_file_in_the_wagtail_admin_regenerates(blog, admin_client):
     photo = make_image(1600, 1200)
     post = make_post(blog, "p", images=[photo])
