@@ -53,8 +53,7 @@ class SharedSource:
         self._original: Any = None  # the oriented PIL image, while some spec still needs it
         self._uses: Counter[Size] = Counter()  # filters that will still take each size
         self._unmade: set[Size] = set()
-        self._crops = 0  # filters that will crop the original for real
-        self._to_open = 0  # filters that have not started yet (each reads the original's size first)
+        self._to_crop = 0  # filters that have not passed their crop step yet (until then they read the original)
         self._size_locks: dict[Size, threading.Lock] = {}
         self._resized: dict[Size, PillowImage] = {}
 
@@ -73,7 +72,6 @@ class SharedSource:
                 else:
                     self._decode(source)
                 self._opened = True
-            self._to_open -= 1
         if not self._format:
             if hasattr(source, "seek"):
                 source.seek(0)
@@ -96,10 +94,8 @@ class SharedSource:
             transform = rendition_filter.get_transform(self._image, size)
             if _is_full_frame(transform.get_rect().round(), size):
                 self._uses[tuple(transform.size)] += 1
-            else:
-                self._crops += 1
         self._unmade = set(self._uses)
-        self._to_open = len(self.filters)
+        self._to_crop = len(self.filters)
         self.filters = []  # planned; no reference cycle with the filters keeps the pictures alive
 
     def original(self) -> Any:
@@ -111,14 +107,13 @@ class SharedSource:
                 ImageOps.exif_transpose(self._original, in_place=True)
             return self._original
 
-    def cropped(self, rect: Any) -> PillowImage:
-        picture = PillowImage(self.original()).crop(rect)
+    def passed_crop(self) -> None:
+        """A filter has its full frame or its crop: it reads the original again only through ``resized``."""
         with self._lock:
-            self._crops -= 1
+            self._to_crop -= 1
             released = self._release_original_if_done()
         if released:
             return_freed_memory()
-        return picture
 
     def resized(self, size: Size) -> PillowImage:
         with self._lock:
@@ -138,7 +133,7 @@ class SharedSource:
         return picture if last else PillowImage(picture.image.copy())
 
     def _release_original_if_done(self) -> bool:
-        if self._original is not None and self._to_open <= 0 and not self._unmade and self._crops <= 0:
+        if self._original is not None and self._to_crop <= 0 and not self._unmade:
             self._original = None
             return True
         return False
@@ -187,9 +182,10 @@ class _SharedPillowImage(PillowImage):
         return self  # oriented once, when decoded
 
     def crop(self, rect: Any) -> PillowImage:
-        if _is_full_frame(rect, self.image.size):
-            return self
-        return self._shared.cropped(rect)  # a real crop: nothing to share
+        full_frame = _is_full_frame(rect, self.image.size)
+        picture = self if full_frame else PillowImage(self.image).crop(rect)  # a real crop: nothing to share
+        self._shared.passed_crop()
+        return picture
 
     def resize(self, size: Any) -> PillowImage:
         return self._shared.resized(tuple(size))

@@ -107,21 +107,24 @@ def test_large_originals_render_one_spec_at_a_time(settings, monkeypatch):
     assert {r.filter_spec for r in small.renditions.all()} == set(specs)
 
 
-def test_shared_path_resizes_once_per_size_and_decodes_once(monkeypatch):
+@pytest.mark.parametrize("serial", [False, True])
+def test_shared_path_resizes_once_per_size_and_decodes_once(monkeypatch, serial):
     from willow.plugins.pillow import PillowImage
 
     image = make_image(1600, 1200)
-    specs = ["width-987", "width-987|format-avif", "width-321|srgb", "width-321|srgb|format-avif"]
+    specs = ["width-987", "width-987|format-avif", "width-321|srgb", "width-321|srgb|format-avif", "fill-200x200"]
     resizes, decodes = [], []
     real_resize, real_open = PillowImage.resize, PillowImage.open
     monkeypatch.setattr(PillowImage, "resize", lambda self, size: resizes.append(size) or real_resize(self, size))
     monkeypatch.setattr(PillowImage, "open", lambda f: decodes.append(f) or real_open.__func__(PillowImage, f))
-    filters = generation.filters_for(specs)
-    shared = filters[0].shared
-    image.get_renditions(*filters)
-    assert sorted(map(tuple, resizes)) == [(321, 240), (987, 740)]  # two sizes, four files
-    assert len(decodes) == 1
+    sources = []
+    real_filters_for = generation.filters_for
+    monkeypatch.setattr(generation, "filters_for", lambda s: sources.append(f := real_filters_for(s)) or f)
+    generation.render(image, specs, serial=serial)
+    assert sorted(map(tuple, resizes)) == [(200, 200), (321, 240), (987, 740)]  # one per size; the crop's own
+    assert len(decodes) == 1, "decoded once, never again after it was released"
     assert {r.filter_spec for r in image.renditions.all()} == set(specs)
+    shared = sources[0][0].shared
     assert shared._resized == {} and shared._original is None, "every picture released after its last use"
 
 
