@@ -128,7 +128,7 @@ def _claims_of(post_ids: Collection[int]) -> dict[Key, list[tuple[int, int]]]:
 def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
     post_ids = set(requirements)
     required_images = set().union(*(r.image_ids for r in requirements.values()))
-    claimed_before = {image_id for image_id, _ in _claims_of(post_ids)}
+    claimed_before = set(Claim.objects.filter(post_id__in=post_ids).values_list("image_id", flat=True).distinct())
     lock_images(required_images | claimed_before)
     claims = _claims_of(post_ids)  # re-read under the lock
     late = {image_id for image_id, _ in claims} - required_images - claimed_before
