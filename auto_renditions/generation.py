@@ -127,10 +127,13 @@ class SharedSource:
                 self._uses[size] -= 1
                 last = self._uses[size] <= 0
                 picture = self._resized.pop(size) if last else self._resized[size]
+            # The last user takes the picture itself; every other one a copy, made before the last user can get
+            # the picture (operations and Pillow's save() settings may change it).
+            if not last:
+                picture = PillowImage(picture.image.copy())
         if released:
             return_freed_memory()
-        # The last user takes the picture itself; every other one a copy (Pillow keeps save() settings on it).
-        return picture if last else PillowImage(picture.image.copy())
+        return picture
 
     def _release_original_if_done(self) -> bool:
         if self._original is not None and self._to_crop <= 0 and not self._unmade:
