@@ -111,13 +111,15 @@ def wait_until(predicate, timeout: float = 90, interval: float = 0.2, worker: Wo
 
 
 def drained() -> bool:
-    """Nothing queued in the ledger nor in the broker, and no deletion is due."""
+    """Nothing queued in the ledger nor in the broker, no deletion is due, and no deleted rendition's file is
+    still waiting for removal (files go after the deleting transaction commits)."""
     from django.utils import timezone
 
-    from auto_renditions.models import PendingDeletion, QueuedImage
+    from auto_renditions.models import FileDeletion, PendingDeletion, QueuedImage
 
     return (
         not QueuedImage.objects.exists()
         and broker_queue_size() == 0
         and not PendingDeletion.objects.filter(due_at__lte=timezone.now()).exists()
+        and not FileDeletion.objects.exists()
     )

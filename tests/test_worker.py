@@ -82,7 +82,8 @@ def test_publish_queues_on_commit_and_a_worker_process_makes_the_renditions(blog
         a_files = files_of(a, b)
         one.unpublish()
         wait_until(lambda: not Rendition.objects.filter(image__in=[a, b]).exists(), worker=worker, what="unpublish")
-        assert not any(path.exists() for path in a_files)
+        # Files go after the deleting transaction commits: rows can be seen gone a moment before.
+        wait_until(lambda: not any(path.exists() for path in a_files), worker=worker, what="file removal")
         assert not Claim.objects.exists()
 
 
