@@ -182,13 +182,31 @@ def insert_new(model: type[models.Model], field_names: Sequence[str], rows: list
     quote = connection.ops.quote_name
     into = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":  # one array per column
-            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            cursor.execute(f"{into} SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING", columns)
+        if connection.vendor == "postgresql":
+            cursor.execute(*_unnest_insert(into, fields, rows))
         else:
             values = ", ".join(["%s"] * len(fields))
             cursor.executemany(f"{into} VALUES ({values}) ON CONFLICT DO NOTHING", rows)
+
+
+def _unnest_insert(into: str, fields: list, rows: list[tuple]) -> tuple[str, list]:
+    """PostgreSQL: one array per column, unnested into rows; a column with one value for all rows (the post, the
+    time) is sent once instead."""
+    items, scalars, arrays, array_params = [], [], [], []
+    for n, (model_field, column) in enumerate(zip(fields, zip(*rows, strict=True), strict=True)):
+        db_type = model_field.db_type(connection)
+        if len(set(column)) == 1:
+            items.append(f"%s::{db_type}")
+            scalars.append(column[0])
+        else:
+            items.append(f"c{n}")
+            arrays.append((f"c{n}", f"%s::{db_type}[]"))
+            array_params.append(list(column))
+    select = f"SELECT {', '.join(items)}"
+    if arrays:
+        names, casts = (", ".join(part) for part in zip(*arrays, strict=True))
+        select += f" FROM unnest({casts}) AS u ({names})"
+    return f"{into} {select} ON CONFLICT DO NOTHING", scalars + array_params
 
 
 def _still_claimed(keys: Collection[Key]) -> set[Key]:
