@@ -75,12 +75,19 @@ def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
     races = [
         e for r in results for e in r["errors"] if "wagtailimages_image" in e["error"] and "foreign key" in e["error"]
     ]
-    errors = [e for r in results for e in r["errors"] if e not in races]
+    # The same race can also close a lock cycle: the image's cascade (its post/gallery rows, Wagtail's reference
+    # index, its claims) against the publish's media sync and claims. PostgreSQL aborts one of the two, which rolls
+    # back whole (docs/RELIABILITY.md); the oracle and the reader below still judge what was left. Seen in about 1
+    # of 8 runs, once per run; many would mean a lock-order bug of the app's own.
+    deadlocks = [e for r in results for e in r["errors"] if "deadlock detected" in e["error"]]
+    errors = [e for r in results for e in r["errors"] if e not in races and e not in deadlocks]
     print(
         f"seed={seed} ops done={done} errors={len(errors)} walk={walked:.0f}s total={time.monotonic() - started:.0f}s"
     )
     print(f"reader: samples={reading['samples']} checks={reading['checks']} violations={len(reading['violations'])}")
     print("failures:", [str(f) for f in status.failures()])
+    for deadlock in deadlocks:
+        print("deadlock (editor race):", deadlock["op"], deadlock["error"], sep="\n")
     for error in errors:
         print(error["op"], error["error"], error["traceback"], sep="\n")
     found = invariants.problems()
@@ -88,6 +95,7 @@ def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
     assert not reading["violations"], reading["violations"][:20]
     assert found == []
     assert not errors, f"{len(errors)} editor actions failed (seed {seed}); first: {errors[0]['error']}"
+    assert len(deadlocks) <= max(2, done // 100), f"{len(deadlocks)} deadlocks (seed {seed}): {deadlocks[0]}"
     assert reading["checks"] > 0, "the reader never re-checked a rendition: the test proved nothing"
     assert not status.failures().exists()
     assert invariants.app_check_exit_code() in (None, 0)
