@@ -17,6 +17,7 @@ thread pool, where each thread holds its own encoder buffers and glibc heap. A 2
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -85,10 +86,7 @@ class SharedSource:
         if opened.format_name not in SHARED_FORMATS:
             return
         self._format = opened.format_name
-        # Wagtail's decode and orientation (PillowImage.open(...).auto_orient()), minus the full-frame copy that
-        # Pillow's exif_transpose makes of an upright original.
-        self._original = PillowImage.open(opened).image
-        ImageOps.exif_transpose(self._original, in_place=True)
+        self._original = _decode_oriented(opened)
         size = self._original.size
         for rendition_filter in self.filters:
             transform = rendition_filter.get_transform(self._image, size)
@@ -103,8 +101,7 @@ class SharedSource:
         with self._lock:
             if self._original is None:
                 with self._image.open_file() as handle:
-                    self._original = PillowImage.open(willow.Image.open(handle)).image
-                ImageOps.exif_transpose(self._original, in_place=True)
+                    self._original = _decode_oriented(willow.Image.open(handle))
             return self._original
 
     def passed_crop(self) -> None:
@@ -140,6 +137,14 @@ class SharedSource:
             self._original = None
             return True
         return False
+
+
+def _decode_oriented(opened: Any) -> Any:
+    """Wagtail's decode and orientation (``PillowImage.open(...).auto_orient()``), minus the full-frame copy that
+    Pillow's ``exif_transpose`` makes of an upright original."""
+    picture = PillowImage.open(opened).image
+    ImageOps.exif_transpose(picture, in_place=True)
+    return picture
 
 
 def return_freed_memory() -> None:
@@ -228,7 +233,7 @@ def render(image: Any, specs: list[str], *, serial: bool | None = None) -> None:
 
     Smallest output first, so the original can go once the largest size is made, before its encodes.
     """
-    filters = sorted(filters_for(specs), key=lambda f: _area(f.get_transform(image).size))
+    filters = sorted(filters_for(specs), key=lambda f: math.prod(f.get_transform(image).size))
     try:
         if serial if serial is not None else renders_serially(image):
             for rendition_filter in filters:
@@ -237,8 +242,3 @@ def render(image: Any, specs: list[str], *, serial: bool | None = None) -> None:
             image.get_renditions(*filters)
     finally:
         return_freed_memory()  # a worker's next image starts from what this one freed, not from its peak
-
-
-def _area(size: Any) -> float:
-    width, height = size
-    return width * height
