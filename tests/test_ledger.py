@@ -353,13 +353,37 @@ def test_an_error_no_retry_can_mend_is_not_retried(blog, run):
     assert [f.attempts for f in Failure.objects.filter(image=image)] == [3] * len(failures)
 
 
-def test_claims_are_inserted_once_with_their_time(blog):
+def test_claims_are_inserted_once_with_their_time(blog, caplog):
     photo = make_image(1200, 800)
     post = make_post(blog, "inserted", images=[photo], publish=False)
     before = timezone.now()
     ledger.insert_claims([(post.pk, photo.pk, "width-100"), (post.pk, photo.pk, "width-200")])
+    assert "existed already" not in caplog.text
     ledger.insert_claims([(post.pk, photo.pk, "width-200"), (post.pk, photo.pk, "width-300")])  # one already there
+    assert "existed already" in caplog.text  # the plain INSERT failed in its savepoint; the retry skipped it
     claims = Claim.objects.filter(post=post).order_by("filter_spec")
     assert [c.filter_spec for c in claims] == ["width-100", "width-200", "width-300"]
     assert all(before - timedelta(seconds=1) <= c.created_at <= timezone.now() for c in claims)
     assert Claim.objects.filter(post=post, created_at__gte=before - timedelta(seconds=1)).count() == 3
+
+
+@pytest.mark.parametrize("kind", ["first", "again"])
+def test_the_query_count_of_a_sync_does_not_grow_with_the_post(blog, kind):
+    """#6: every read and write of a sync is one statement for all of a post's images (no query per image)."""
+    from cast.post_media import prepare_post_media
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    counts = {}
+    for size in (2, 9):
+        photos = [make_image(300 + n, 200) for n in range(size)]  # a shape each: planned one by one
+        post = make_post(blog, f"size-{size}", images=photos[:1], galleries=[photos[1:]], publish=False)
+        type(post).objects.filter(pk=post.pk).update(live=True)
+        prepare_post_media(post, create_renditions=False)
+        if kind == "again":
+            ledger.sync_posts([post.pk])
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            change = ledger.sync_posts([post.pk])
+        assert len(change.added) == (len(required(post)) if kind == "first" else 0)
+        counts[size] = len(queries)
+    assert counts[2] == counts[9]
