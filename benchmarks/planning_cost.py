@@ -9,6 +9,10 @@
 3. ``manage.py auto_renditions plan --json`` over ``--plan-renditions`` renditions (real live posts and images,
    Rendition rows bulk-created with fake file names); without the command, the notebook's diff instead.
 
+``--against REF`` also runs the ledger module of an earlier commit (``git show REF:auto_renditions/ledger.py``,
+loaded beside the current one) on the large site, interleaved round by round with the current ledger: the
+side-by-side before/after of a ledger change. It needs that commit's ledger to work with today's other modules.
+
 Images are rows with fake file names and real dimensions: planning never opens files.
 
     python benchmarks/planning_cost.py
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import sys
 import time
 import uuid
@@ -35,6 +40,7 @@ def main() -> None:
     parser.add_argument("--filler-posts", type=int, default=10_000)
     parser.add_argument("--filler-claims", type=int, default=200_000)
     parser.add_argument("--plan-renditions", type=int, default=20_000)
+    parser.add_argument("--against", metavar="REF", help="also time the ledger of this git commit, side by side")
     args = parser.parse_args()
     site.setup(args)
 
@@ -67,10 +73,18 @@ def main() -> None:
     )
 
     fill(args.filler_posts, args.filler_claims)
-    big = measure_sync(blog, max(counts), args.repeat)
+    syncs = {"this": None} | ({args.against: ledger_at(args.against).sync_posts} if args.against else {})
+    big_by_ledger = measure_sync(blog, max(counts), args.repeat, syncs)
+    big = big_by_ledger.pop("this")
     result["big_site"] = {"filler_posts": args.filler_posts, "filler_claims": args.filler_claims, **big}
     result["target_le_20ms_big_site"] = big["first"]["ledger_ms"] <= 20
     rows.append((f"sync_posts, {max(counts)} images, {args.filler_claims} claims", *_row(big)))
+    for ref, measured in big_by_ledger.items():
+        result["big_site"][f"ledger at {ref}"] = measured
+        result["big_site"][f"this / {ref}"] = {
+            kind: big[kind]["ledger_ms"] / measured[kind]["ledger_ms"] for kind in ("first", "again")
+        }
+        rows.append((f"  same, side by side: ledger at {ref}", *_row(measured)))
 
     result["plan"] = measure_plan(blog, args.plan_renditions)
     result["target_plan_le_0.5s"] = result["plan"]["median_s"] <= 0.5
@@ -138,8 +152,30 @@ def live_post(blog, slug: str, count: int):
     return post
 
 
-def measure_sync(blog, count: int, repeat: int) -> dict:
-    """Median queries and ms of a first sync (all claims new) and of a re-sync (nothing to change)."""
+def ledger_at(ref: str):
+    """The ledger module of git commit ``ref``, imported beside the current one (same package, same models)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    source = subprocess.run(
+        ["git", "show", f"{ref}:auto_renditions/ledger.py"], cwd=site.ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="ledger-at-")) / "ledger.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("auto_renditions._ledger_at_ref", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_sync(blog, count: int, repeat: int, syncs: dict | None = None) -> dict:
+    """Median queries and ms of a first sync (all claims new) and of a re-sync (nothing to change).
+
+    With ``syncs`` (``{name: sync_posts or None for the current ledger}``), each round runs every one in turn on
+    the same post and the result is ``{name: medians}``.
+    """
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
     from django_q.models import OrmQ
@@ -149,8 +185,9 @@ def measure_sync(blog, count: int, repeat: int) -> dict:
 
     site.use_publish_path("floor")  # no listener may claim behind the measured call
     post = live_post(blog, f"plan-{count}-{uuid.uuid4().hex[:6]}", count)
-    runs: dict[str, list[dict]] = {"first": [], "again": []}
-    for _ in range(repeat):
+    variants = {name: sync or ledger.sync_posts for name, sync in (syncs or {"this": None}).items()}
+    runs = {name: {"first": [], "again": []} for name in variants}
+    for _, (name, sync_posts) in itertools.product(range(repeat), variants.items()):
         for kind in ("first", "again"):
             if kind == "first":
                 Claim.objects.filter(post=post).delete()
@@ -160,10 +197,10 @@ def measure_sync(blog, count: int, repeat: int) -> dict:
                 t0 = time.perf_counter()
                 with transaction.atomic(), CaptureQueriesContext(connection) as inner:
                     t1 = time.perf_counter()
-                    ledger.sync_posts([post.pk])
+                    sync_posts([post.pk])
                     ledger_s = time.perf_counter() - t1
                 total_s = time.perf_counter() - t0  # includes the on-commit enqueue
-            runs[kind].append(
+            runs[name][kind].append(
                 {
                     "ledger_queries": len(inner),
                     "ledger_ms": ledger_s * 1000,
@@ -172,11 +209,15 @@ def measure_sync(blog, count: int, repeat: int) -> dict:
                 }
             )
     claims = Claim.objects.filter(post=post).count()
-    return {
-        "images": count,
-        "claims": claims,
-        **{kind: {key: site.median(r[key] for r in rs) for key in rs[0]} for kind, rs in runs.items()},
+    medians = {
+        name: {
+            "images": count,
+            "claims": claims,
+            **{kind: {key: site.median(r[key] for r in rs) for key in rs[0]} for kind, rs in by_kind.items()},
+        }
+        for name, by_kind in runs.items()
     }
+    return medians if syncs else medians["this"]
 
 
 def measure_claim_insert(blog, count: int, repeat: int) -> dict:
