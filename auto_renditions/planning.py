@@ -57,7 +57,8 @@ def required_renditions(images_with_type: Iterable[tuple[str, Any]]) -> Requirem
         if isinstance(specs, str):
             requirement.unplannable.append(Unplannable(image.pk, specs))
         else:
-            requirement.keys.update((image.pk, spec) for spec in specs)
+            image_id = image.pk
+            requirement.keys.update((image_id, spec) for spec in specs)
     return requirement
 
 
