@@ -146,6 +146,24 @@ def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, 
 
 
 @_logged
+def image_deleting(sender: Any, instance: Image, **kwargs: Any) -> None:
+    """An image is about to be deleted: drop Wagtail's references to it first, not after the cascade.
+
+    Wagtail removes them in ``post_delete``, after the cascade took django-cast's relation rows of the image. A
+    publish of a post that stops showing the image goes the other way round: its page save rewrites the post's
+    references, then django-cast's media sync deletes the relation row. Those two deadlocked now and then, and
+    PostgreSQL aborted one editor's action. Taking the reference rows first orders the deletion like the publish.
+    """
+    from wagtail.models import ReferenceIndex
+    from wagtail.signal_handlers import reference_index_auto_update_disabled
+
+    if instance.pk is None or getattr(reference_index_auto_update_disabled, "value", False):
+        return
+    with transaction.atomic():  # should it fail, Wagtail still removes them after the cascade
+        ReferenceIndex.remove_references_to(instance)
+
+
+@_logged
 def rendition_deleted(sender: Any, instance: Rendition, **kwargs: Any) -> None:
     """Any rendition row deleted (by us, the edit form, an image's cascade, a shell): make sure its file goes,
     and if a live post still claims it, queue it again after commit."""
@@ -187,4 +205,5 @@ def connect() -> None:
     )
     pre_save.connect(remember_image_file, sender=Image, dispatch_uid="auto_renditions.remember_image_file")
     post_save.connect(image_saved, sender=Image, dispatch_uid="auto_renditions.image_saved")
+    pre_delete.connect(image_deleting, sender=Image, dispatch_uid="auto_renditions.image_deleting")
     post_delete.connect(rendition_deleted, sender=Rendition, dispatch_uid="auto_renditions.rendition_deleted")
