@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 GENERATE = "auto_renditions.tasks.generate_image_renditions"
 FAN_OUT = "auto_renditions.tasks.enqueue_generation_tasks"
 DELETE = "auto_renditions.tasks.delete_due_renditions"
+SYNC = "auto_renditions.tasks.sync_posts"
 GROUP = "auto_renditions"
 
 #: A publish queues up to this many generation tasks itself; a post with more images gets one task that queues
@@ -65,6 +66,15 @@ def enqueue_deletion(image_ids: Iterable[int]) -> None:
     ids = sorted(set(image_ids))
     if ids:
         async_task(DELETE, ids, task_name="auto_renditions.delete", **_options())
+
+
+def enqueue_sync(post_ids: Iterable[int]) -> None:
+    """A worker syncs these posts' claims: what a listener does when the sync in the editor's request failed."""
+    from django_q.tasks import async_task
+
+    ids = sorted(set(post_ids))
+    if ids:
+        async_task(SYNC, ids, task_name="auto_renditions.sync", **_options())
 
 
 def dispatch(change: LedgerChange) -> None:

@@ -2,8 +2,8 @@
 
 Each listener only does cheap work in the request: find the affected live posts, let the ledger write their
 claims in the same transaction, and let the queue hand the rest to django-q2 on commit. A failure in here is
-logged and never breaks the editor's action (the ledger runs in a savepoint; ``auto_renditions check`` and
-``sync`` repair what a failure left out).
+logged and never breaks the editor's action (the ledger runs in a savepoint): a failed sync of a post is handed
+to a worker after commit (:func:`sync_or_defer`), and ``auto_renditions check --fix`` repairs anything else.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,6 +51,22 @@ def _syncing(post_id: int) -> Iterator[None]:
         _syncing_posts.reset(token)
 
 
+def sync_or_defer(post_ids: Collection[int]) -> None:
+    """Sync the posts' claims in this transaction; should that fail, log it and let a worker sync them after commit.
+
+    The editor's action goes on either way (the sync ran in a savepoint): without the deferred sync a failure here
+    (a deadlock, a database hiccup) would leave a live post's claims stale until someone ran ``check --fix``.
+    """
+    if not post_ids:
+        return
+    try:
+        ledger.sync_posts(post_ids)
+    except Exception:  # noqa: BLE001 - renditions must never block an editor
+        logger.exception("auto_renditions: syncing posts %s failed; a worker will sync them", sorted(post_ids))
+        posts = set(post_ids)
+        transaction.on_commit(_logged(lambda: queue.enqueue_sync(posts)))
+
+
 def _is_post(instance: Any) -> bool:
     from cast.models import Post
 
@@ -65,7 +81,7 @@ def publish_post(sender: Any, instance: Any, **kwargs: Any) -> None:
         return
     with _syncing(instance.pk):
         prepare_post_media(instance, create_renditions=False)
-    _logged(ledger.sync_posts)([instance.pk])
+    sync_or_defer([instance.pk])
 
 
 @_logged
@@ -89,10 +105,10 @@ def post_media_changed(sender: Any, instance: Any, action: str, reverse: bool, p
         return
     if not reverse:
         if instance.pk not in _syncing_posts.get() and instance.live:
-            ledger.sync_posts([instance.pk])
+            sync_or_defer([instance.pk])
         return
     if pk_set:  # an image or gallery was added to / removed from posts
-        ledger.sync_posts(set(pk_set) - _syncing_posts.get())
+        sync_or_defer(set(pk_set) - _syncing_posts.get())
 
 
 @_logged
@@ -112,7 +128,7 @@ def gallery_images_changed(sender: Any, instance: Any, action: str, reverse: boo
     else:
         gallery_ids = set(pk_set or ())
     posts = Post.objects.live().filter(galleries__in=gallery_ids).values_list("pk", flat=True).distinct()
-    ledger.sync_posts(set(posts))
+    sync_or_defer(set(posts))
 
 
 def remember_image_file(sender: Any, instance: Image, raw: bool = False, **kwargs: Any) -> None:

@@ -56,6 +56,12 @@ def enqueue_generation_tasks(image_ids: list[int]) -> str:
     return f"queued {len(image_ids)} image task(s)"
 
 
+def sync_posts(post_ids: list[int]) -> str:
+    """Sync posts whose sync failed in the editor's request (``signal_handlers.sync_or_defer``)."""
+    change = ledger.sync_posts(post_ids)
+    return f"posts {post_ids}: {len(change.added)} claim(s) added, {len(change.removed)} removed"
+
+
 def _acquire_lease(image_id: int) -> object | None:
     """Take the image's lease; ``None`` if a live lease is held by another worker."""
     now = timezone.now()

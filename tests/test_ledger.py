@@ -387,3 +387,31 @@ def test_the_query_count_of_a_sync_does_not_grow_with_the_post(blog, kind):
         assert len(change.added) == (len(required(post)) if kind == "first" else 0)
         counts[size] = len(queries)
     assert counts[2] == counts[9]
+
+
+def test_a_sync_that_fails_in_the_request_is_done_by_a_worker(
+    blog, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    """The publish goes on when its ledger sync fails (a deadlock, a database hiccup), and after the commit a
+    django-q2 task syncs the post, so its claims do not stay stale until someone runs ``check --fix``."""
+    import django_q.conf
+    from django.db import OperationalError
+
+    sync_posts, calls = ledger.sync_posts, []
+
+    def fails_once(post_ids):  # fault injection: the first sync fails
+        calls.append(set(post_ids))
+        if len(calls) == 1:
+            raise OperationalError("deadlock detected (injected)")
+        return sync_posts(post_ids)
+
+    monkeypatch.setattr(ledger, "sync_posts", fails_once)
+    monkeypatch.setattr(django_q.conf.Conf, "SYNC", True)  # django-q2 runs the task in this process
+    photo = make_image(600, 400)
+    with django_capture_on_commit_callbacks(execute=True):
+        post = make_post(blog, "deferred", images=[photo])
+        assert claims(post) == set()  # the failed sync left nothing half-done
+    assert type(post).objects.get(pk=post.pk).live
+    assert "a worker will sync them" in caplog.text
+    assert calls == [{post.pk}, {post.pk}]
+    assert claims(post) == required(post) != set()
