@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,24 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class ErrorLog(logging.Handler):
+    """Collects what the app logs at ERROR level: listeners log and swallow their failures, so a test that runs
+    editor actions in another process has to look here to see them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.getMessage()} {record.exc_info[1] if record.exc_info else ''}".strip())
+
+    @classmethod
+    def attached(cls, logger_name: str = "auto_renditions") -> ErrorLog:
+        handler = cls()
+        logging.getLogger(logger_name).addHandler(handler)
+        return handler
 
 
 def backend_label() -> str:

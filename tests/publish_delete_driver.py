@@ -10,20 +10,10 @@ Prints one JSON line: the errors each round raised or logged.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import sys
 import time
-
-
-class _Errors(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.getMessage()} {record.exc_info[1] if record.exc_info else ''}")
 
 
 def main(role: str, plan: dict) -> None:
@@ -37,11 +27,11 @@ def main(role: str, plan: dict) -> None:
 
     from auto_renditions import ledger
     from tests.factories import edit_post
+    from tests.harness import ErrorLog
 
     if plan["without_fix"]:
         pre_delete.disconnect(sender=Image, dispatch_uid="auto_renditions.image_deleting")
-    logged = _Errors()
-    logging.getLogger("auto_renditions").addHandler(logged)
+    logged = ErrorLog.attached()
     pause = {"media": 0.0, "ledger": 0.0}
 
     def paused(step, function):

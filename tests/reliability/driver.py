@@ -213,6 +213,9 @@ class Writer:
         self.images.remove(image_id)
 
     def run(self, ops: int) -> dict:
+        from tests.harness import ErrorLog
+
+        logged = ErrorLog.attached()
         names, weights = zip(*self.OPS.items(), strict=True)
         for _ in range(ops):
             name = self.rnd.choices(names, weights)[0]
@@ -227,7 +230,7 @@ class Writer:
                         "traceback": traceback.format_exc()[-3000:],
                     }
                 )
-        return {"ops": dict(self.done), "errors": self.errors}
+        return {"ops": dict(self.done), "errors": self.errors, "logged": logged.messages}
 
 
 def _sample_state(post_id: int | None) -> tuple[int | None, dict]:
