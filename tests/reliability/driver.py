@@ -250,16 +250,24 @@ def _sample_state(post_id: int | None) -> tuple[int | None, dict]:
             return None, {}
         required = required_by(post)
         image_ids = {i for i, _ in required}
-        files = dict(Image.objects.filter(pk__in=image_ids).values_list("pk", "file"))
+        originals = Image.objects.filter(pk__in=image_ids).values_list("pk", "file", "file_hash")
+        files = {pk: name for pk, name, _ in originals}
+        # The name alone does not tell two files apart: Wagtail's edit form deletes the replaced original, so a
+        # second replacement can take the first one's name again ("w1-form.jpg" -> "w1-form_AbCdEfG.jpg" ->
+        # "w1-form.jpg"). The form also stores the new content's hash.
+        versions = {pk: f"{name} {file_hash}" for pk, name, file_hash in originals}
         rows = Rendition.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec", "file")
         # Only renditions made from the image's current file count: between ``image.save()`` with a new file and
         # the deletion of the old renditions (Wagtail's edit view is not atomic) the stale ones are still there.
-        current = {(i, spec) for i, spec, name in rows if made_from(name, files.get(i, ""))}
+        names = {(i, spec): name for i, spec, name in rows}
+        current = {key for key, name in names.items() if made_from(name, files.get(key[0], ""))}
         return post.pk, {
             "published": post.last_published_at.isoformat() if post.last_published_at else "",
             "present": required & current,
             "required": required,
             "files": files,
+            "versions": versions,
+            "names": names,
         }
 
 
@@ -281,11 +289,14 @@ def read(stop_file: Path) -> dict:
         before = last.get(post_id)
         if before and before["published"] == state["published"]:  # no publish in between
             for key in before["present"] & state["required"]:
-                if before["files"].get(key[0]) != state["files"].get(key[0]):
+                if before["versions"].get(key[0]) != state["versions"].get(key[0]):
                     continue  # the original was replaced: its renditions are rightly made again
                 checks += 1
                 if key not in state["present"]:
-                    violations.append(f"post {post_id}: {key} vanished while required")
+                    violations.append(
+                        f"post {post_id}: {key} vanished while required (original {state['files'].get(key[0])}, "
+                        f"rendition {before['names'].get(key)} -> {state['names'].get(key)})"
+                    )
         last[post_id] = state
         time.sleep(0.01)
     return {"samples": samples, "checks": checks, "violations": violations}

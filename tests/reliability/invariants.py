@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from io import StringIO
@@ -76,6 +77,14 @@ def problems(exempt: set[tuple[int, str]] = frozenset(), storage=None) -> list[s
     out += [f"row without file {name}" for name in sorted(names) if not storage.exists(name)]
     out += [f"orphan file {name}" for name in sorted(storage_files(storage) - names)]
     return out
+
+
+def app_check_report() -> str:
+    """``manage.py auto_renditions check --json`` (the ledger's view), to explain an oracle finding."""
+    out = StringIO()
+    with contextlib.suppress(CommandError, SystemExit):
+        call_command("auto_renditions", "check", "--json", stdout=out, stderr=out)
+    return out.getvalue()[:5000]
 
 
 def app_check_exit_code(*args: str) -> int | None:

@@ -100,6 +100,8 @@ def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
         print(error["op"], error["error"], error["traceback"], sep="\n")
     found = invariants.problems()
     print("oracle:", found[:20] or "clean")
+    if found or reading["violations"]:
+        print("the app's own check:", invariants.app_check_report())
     assert not reading["violations"], reading["violations"][:20]
     assert found == []
     assert not errors, f"{len(errors)} editor actions failed (seed {seed}); first: {errors[0]['error']}"
