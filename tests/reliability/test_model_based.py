@@ -77,8 +77,9 @@ def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
     ]
     # The same race can also close a lock cycle: the image's cascade (its post/gallery rows, Wagtail's reference
     # index, its claims) against the publish's media sync and claims. PostgreSQL aborts one of the two, which rolls
-    # back whole (docs/RELIABILITY.md); the oracle and the reader below still judge what was left. Seen in about 1
-    # of 8 runs, once per run; many would mean a lock-order bug of the app's own.
+    # back whole (docs/RELIABILITY.md); the oracle and the reader below still judge what was left. The cycle seen
+    # most (Wagtail's reference index against django-cast's relation rows) is fixed and raced in
+    # test_concurrency.py; many deadlocks would mean a lock-order bug of the app's own.
     deadlocks = [e for r in results for e in r["errors"] if "deadlock detected" in e["error"]]
     errors = [e for r in results for e in r["errors"] if e not in races and e not in deadlocks]
     # What listeners logged and swallowed. A post sync that lost a deadlock (its savepoint rolled back, the
