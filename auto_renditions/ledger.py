@@ -419,15 +419,5 @@ def posts_using_images(image_ids: Collection[int]) -> set[int]:
     return set(Post.objects.live().filter(query).values_list("pk", flat=True).distinct())
 
 
-def file_version(image_id: int) -> int:
-    """How many times the image's file has been replaced since the app knew it (see ``ImageLock``)."""
-    return ImageLock.objects.filter(image_id=image_id).values_list("file_version", flat=True).first() or 0
-
-
-def bump_file_version(image_id: int) -> None:
-    """The image's file was replaced (call under the image's lock)."""
-    ImageLock.objects.filter(image_id=image_id).update(file_version=F("file_version") + 1)
-
-
 def claimed_keys(image_id: int) -> set[str]:
     return set(Claim.objects.filter(image_id=image_id).values_list("filter_spec", flat=True).distinct())

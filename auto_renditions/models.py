@@ -104,14 +104,9 @@ class FileDeletion(models.Model):
 
 
 class ImageLock(models.Model):
-    """Serialises claim, release and delete per image (no foreign key: locking a deleted image must not fail).
-
-    ``file_version`` goes up with every replacement of the image's file (under this lock): a generation task
-    compares it to tell its source from a later file, even one that took the same name.
-    """
+    """Serialises claim, release and delete per image (no foreign key: locking a deleted image must not fail)."""
 
     image_id = models.BigIntegerField(primary_key=True)
-    file_version = models.PositiveIntegerField(default=0, db_default=0)
 
     def __str__(self) -> str:
         return f"lock for image {self.image_id}"

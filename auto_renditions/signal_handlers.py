@@ -154,8 +154,8 @@ def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, 
         posts = ledger.posts_using_images([instance.pk])
         if posts:
             ledger.sync_posts(posts)  # locks every image of those posts at once, in id order
-        ledger.lock_images([instance.pk])  # held already if a post shows it
-        ledger.bump_file_version(instance.pk)  # a task rendering the old file now knows, whatever the new name
+        else:
+            ledger.lock_images([instance.pk])
         # Stale now. Wagtail's edit form deletes them right after this too, other code paths may not; each
         # claimed one is queued again by `rendition_deleted` once this commits.
         cleanup.delete_renditions(Rendition.objects.filter(image=instance))

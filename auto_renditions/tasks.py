@@ -41,11 +41,10 @@ def generate_image_renditions(image_id: int) -> str:
         image = Image.objects.filter(pk=image_id).first()
         if image is None:
             return f"image {image_id}: deleted"
-        source = (image.file.name, ledger.file_version(image_id))
         specs = ledger.missing({(image_id, spec) for spec in ledger.claimed_keys(image_id)})
         made_now = _render(image, {spec for _, spec in specs}) if specs else set()
         made |= made_now
-        token = _finish(image_id, token, made, source=source, made_now=made_now)
+        token = _finish(image_id, token, made, source=image.file.name, made_now=made_now)
         if token is None:
             break
     return f"image {image_id}: made {len(made)} rendition(s)"
@@ -80,9 +79,7 @@ def _acquire_lease(image_id: int) -> object | None:
     return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
 
 
-def _finish(
-    image_id: int, token: object, made: set[str], *, source: tuple[str, int], made_now: set[str]
-) -> object | None:
+def _finish(image_id: int, token: object, made: set[str], *, source: str, made_now: set[str]) -> object | None:
     """Drop the queue entry if nothing new was queued meanwhile; else return the new token for another round.
 
     Renditions made for a spec that lost its claim while we worked are handed to deletion; renditions made
@@ -90,10 +87,10 @@ def _finish(
     """
     with transaction.atomic():
         ledger.lock_images([image_id])
-        name = Image.objects.filter(pk=image_id).values_list("file", flat=True).first()
-        if name is None:
+        current = Image.objects.filter(pk=image_id).values_list("file", flat=True).first()
+        if current is None:
             return None  # the image was deleted: its renditions and queue entry went with it
-        if (name, ledger.file_version(image_id)) != source:  # replaced meanwhile, maybe under the same name
+        if current != source:
             cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=made_now))
             ledger.mark_queued([image_id])
             return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
