@@ -12,14 +12,17 @@ So no interleaving leaves a live post with a missing rendition and nothing queue
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F, Lookup, Prefetch, Q, Value
+from django.db import connection, models, transaction
+from django.db.models import F, Lookup, Q
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
@@ -65,14 +68,19 @@ def lock_images(image_ids: Iterable[int]) -> None:
             cursor.execute(
                 f"INSERT INTO {table} ({column}) SELECT unnest(%s::bigint[]) "
                 f"ON CONFLICT ({column}) DO UPDATE SET {column} = EXCLUDED.{column}",
-                [ids],
+                [int_array(ids)],
             )
         return
-    insert_new(ImageLock, ("image_id",), [(i,) for i in ids])
-    if connection.features.has_select_for_update:
-        list(
-            ImageLock.objects.select_for_update().filter(among("image_id", ids)).order_by("image_id").values_list("pk")
-        )
+    insert_rows(ImageLock, ("image_id",), [(i,) for i in ids])
+
+
+def int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (``{1,2,3}``), for a ``%s::bigint[]`` parameter.
+
+    psycopg (which Django drives with client-side binding) quotes a Python list element by element; the text
+    takes it less than half as long for 100 ids, and a publish sends several such arrays.
+    """
+    return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
 class _AnyOf(Lookup):
@@ -84,7 +92,7 @@ class _AnyOf(Lookup):
 
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s)", [*lhs_params, self.rhs]
+        return f"{lhs} = ANY(%s::bigint[])", [*lhs_params, int_array(self.rhs)]
 
 
 def among(field_name: str, values: Iterable[int]) -> Q | Lookup:
@@ -95,37 +103,91 @@ def among(field_name: str, values: Iterable[int]) -> Q | Lookup:
     return Q(**{f"{field_name}__in": values})
 
 
+def _ids_in(column: str, ids: Iterable[int]) -> tuple[str, object]:
+    """Raw SQL ``column IN ids`` with the ids as one parameter: an array on PostgreSQL, a JSON list on SQLite."""
+    ids = sorted(ids)
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s::bigint[])", int_array(ids)
+    return f"{column} IN (SELECT value FROM json_each(%s))", json.dumps(ids)
+
+
+def _converter(model_field: models.Field):
+    """Turn a raw value of ``model_field`` into what the ORM returns (SQLite hands datetimes over as text)."""
+    col = model_field.get_col(model_field.model._meta.db_table)
+    converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+
+    def convert(value):
+        for converter in converters:
+            value = converter(value, col, connection)
+        return value
+
+    return convert
+
+
 def lock_posts(post_ids: Iterable[int]) -> None:
     """Lock the posts' rows (PostgreSQL; SQLite's write lock covers it), so their requirement cannot change
     under us: a publish holds the same row while it writes the post and its media relations.
 
-    Lock order everywhere: posts, then images.
+    Lock order everywhere: posts, then images. Every transaction that writes a post's claims holds its lock.
     """
     from cast.models import Post
 
     ids = sorted(set(post_ids))
     if ids and connection.features.has_select_for_update:
-        list(Post.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk").values_list("pk"))
+        list(Post.objects.select_for_update(of=("self",)).filter(among("pk", ids)).order_by("pk").values_list("pk"))
 
 
-def _live_posts(post_ids: Collection[int]) -> list:
-    """The live posts with their images, loading only what planning reads (a post may show hundreds)."""
-    from cast.models import Post
+def post_images(post_ids: Collection[int]) -> dict[int, list[tuple[str, planning.ImageRow]]]:
+    """What django-cast's ``Post.get_all_images()`` yields for each live post among ``post_ids``: its regular
+    images and the images of its galleries, as rows (a post may show hundreds).
 
-    images = Post._meta.get_field("images").related_model.objects.only("pk", "file", "width", "height")
-    return list(
-        Post.objects.live()
-        .filter(pk__in=post_ids)
-        .only("pk")  # get_all_images() reads the relations only; a page row has dozens of columns
-        .prefetch_related(Prefetch("images", queryset=images), Prefetch("galleries__images", queryset=images))
+    One hand-written query: this runs in every publish, and the ORM took four times as long to build and read
+    the same two joins (``benchmarks/planning_cost.py``). ``tests/test_ledger.py`` keeps it equal to
+    ``get_all_images()``.
+    """
+    found: dict[int, list[tuple[str, planning.ImageRow]]] = {post_id: [] for post_id in post_ids}
+    if not post_ids:
+        return found
+    ids_sql, ids = _ids_in("x.post_id", post_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_post_images_sql().format(ids=ids_sql), [ids, ids])
+        for image_type, post_id, image_id, width, height, file_name in cursor.fetchall():
+            found[post_id].append((image_type, planning.ImageRow(image_id, width, height, file_name)))
+    return found
+
+
+@functools.cache
+def _post_images_sql() -> str:
+    from cast.models import Gallery, Post
+    from wagtail.models import Page
+
+    quote = connection.ops.quote_name
+
+    def through(model: type[models.Model], name: str) -> tuple[str, str, str]:
+        """A many-to-many field's table with its two columns."""
+        m2m = model._meta.get_field(name)
+        return quote(m2m.m2m_db_table()), quote(m2m.m2m_column_name()), quote(m2m.m2m_reverse_name())
+
+    regular, galleries, in_gallery = through(Post, "images"), through(Post, "galleries"), through(Gallery, "images")
+    page, image = quote(Page._meta.db_table), quote(Post.images.field.related_model._meta.db_table)
+    columns = "i.id, i.width, i.height, i.file"
+    return (
+        f"SELECT 'regular', x.post_id, {columns} FROM "
+        f"(SELECT {regular[1]} AS post_id, {regular[2]} AS image_id FROM {regular[0]}) x"
+        f" JOIN {page} p ON p.id = x.post_id AND p.live JOIN {image} i ON i.id = x.image_id WHERE {{ids}}"
+        f" UNION ALL SELECT 'gallery', x.post_id, {columns} FROM "
+        f"(SELECT {galleries[1]} AS post_id, {galleries[2]} AS gallery_id FROM {galleries[0]}) x"
+        f" JOIN {page} p ON p.id = x.post_id AND p.live JOIN {in_gallery[0]} g ON g.{in_gallery[1]} = x.gallery_id"
+        f" JOIN {image} i ON i.id = g.{in_gallery[2]} WHERE {{ids}}"
     )
 
 
 def requirement_for_posts(post_ids: Collection[int]) -> dict[int, planning.Requirement]:
     """Plan every live post among ``post_ids``; posts that are not live (or gone) require nothing."""
     requirements = {post_id: planning.Requirement() for post_id in post_ids}
-    for post in _live_posts(post_ids):
-        requirements[post.pk] = planning.required_renditions(post.get_all_images())
+    for post_id, images in post_images(post_ids).items():
+        if images:
+            requirements[post_id] = planning.required_renditions(images)
     return requirements
 
 
@@ -150,39 +212,41 @@ def release_posts(post_ids: Iterable[int]) -> LedgerChange:
         return _apply({post_id: planning.Requirement() for post_id in post_ids})
 
 
-def _claims_of(post_ids: Collection[int]) -> dict[Key, list[tuple[int, int]]]:
-    """``{(image_id, spec): [(claim_pk, post_id), ...]}`` for the given posts."""
-    claims: dict[Key, list[tuple[int, int]]] = {}
-    rows = Claim.objects.filter(post_id__in=post_ids).values_list("pk", "post_id", "image_id", "filter_spec")
-    for pk, post_id, image_id, spec in rows:
-        claims.setdefault((image_id, spec), []).append((pk, post_id))
+def _claims_of(post_ids: Collection[int]) -> dict[int, dict[int, tuple[int, frozenset[str]]]]:
+    """``{post_id: {image_id: (claim_pk, specs)}}`` for the given posts (hand-written like :func:`post_images`;
+    the photos of one camera share one list of specs, parsed once)."""
+    claims: dict[int, dict[int, tuple[int, frozenset[str]]]] = {}
+    ids_sql, ids = _ids_in("post_id", post_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, post_id, image_id, filter_specs FROM {_table(Claim)} WHERE {ids_sql}", [ids])
+        rows = cursor.fetchall()
+    parsed: dict[str, frozenset[str]] = {}
+    for pk, post_id, image_id, specs in rows:
+        if specs not in parsed:
+            parsed[specs] = frozenset(json.loads(specs))
+        claims.setdefault(post_id, {})[image_id] = (pk, parsed[specs])
     return claims
 
 
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
 def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
-    post_ids = set(requirements)
-    required_images = set().union(*(r.image_ids for r in requirements.values()))
-    claimed_before = set(Claim.objects.filter(post_id__in=post_ids).values_list("image_id", flat=True).distinct())
-    lock_images(required_images | claimed_before)
-    claims = _claims_of(post_ids)  # re-read under the lock
-    late = {image_id for image_id, _ in claims} - required_images - claimed_before
-    lock_images(late)  # a concurrent transaction claimed an image we had not locked yet (rare)
-    locked = required_images | claimed_before | late
+    # Read before the images are locked, and still current: only transactions that hold the post's lock (taken
+    # by the caller) add or change its claims; an image deletion that removes one meanwhile changes nothing here.
+    claims = _claims_of(set(requirements))
+    locked = {i for r in requirements.values() for i in r.specs} | {i for c in claims.values() for i in c}
+    lock_images(locked)
 
-    change = LedgerChange()
-    to_create: list[tuple[int, int, str]] = []
-    to_delete: list[int] = []
-    for post_id, requirement in requirements.items():
-        claimed = {key for key, holders in claims.items() if any(p == post_id for _, p in holders)}
-        delta = planning.diff(claimed, requirement.keys)
-        to_create += [(post_id, i, s) for i, s in sorted(delta.add)]
-        to_delete += [pk for key in delta.remove for pk, p in claims[key] if p == post_id]
-        change.added |= delta.add
-        change.removed |= delta.remove
-    insert_claims(to_create)
-    if to_delete:
-        Claim.objects.filter(pk__in=to_delete).delete()
+    rows = planning.claim_changes(
+        {post_id: {i: specs for i, (_, specs) in c.items()} for post_id, c in claims.items()}, requirements
+    )
+    write_claims(rows.write)
+    if rows.drop:
+        Claim.objects.filter(pk__in=[claims[post_id][image_id][0] for post_id, image_id in rows.drop]).delete()
 
+    change = LedgerChange(added=rows.add, removed=rows.remove)
     state = ImageState.read(locked)
     _cancel_pending_deletions(change.added, state)
     change.released = change.removed - _still_claimed(change.removed)
@@ -196,81 +260,91 @@ def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
     return change
 
 
-def insert_claims(rows: list[tuple[int, int, str]]) -> None:
-    """Insert new ``(post_id, image_id, filter_spec)`` claims (call under the images' lock).
+def write_claims(rows: Sequence[tuple[int, int, Sequence[str]]]) -> None:
+    """Write ``(post_id, image_id, filter_specs)`` claims, new or with other specs (call under the images' lock).
 
-    The caller read the posts' claims under the lock, so none of these exists and a plain INSERT will do:
-    ``ON CONFLICT`` costs PostgreSQL a speculative insertion per row, about 40 % of a first publish's claim
-    INSERT. Should one exist after all, the savepoint rolls the INSERT back and it is repeated skipping duplicates,
-    so a publish never fails over it.
+    One statement for all: an upsert on ``(image, post)`` that keeps a changed claim's ``created_at``.
     """
     if not rows:
         return
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    fields, rows = ("post", "image", "filter_spec", "created_at"), [(*row, now) for row in rows]
-    try:
-        with transaction.atomic():
-            insert_new(Claim, fields, rows, skip_existing=False)
-    except IntegrityError:
-        logger.warning("A claim to insert existed already; inserting the others (%d rows)", len(rows))
-        insert_new(Claim, fields, rows)
+    as_json = functools.cache(lambda specs: json.dumps(sorted(specs)))  # one list of specs per camera, mostly
+    values = [(post_id, image_id, as_json(tuple(specs)), now) for post_id, image_id, specs in rows]
+    fields = ("post", "image", "filter_specs", "created_at")
+    insert_rows(Claim, fields, values, update=("filter_specs",), unique=("image", "post"))
 
 
-def insert_new(
-    model: type[models.Model], field_names: Sequence[str], rows: list[tuple], *, skip_existing: bool = True
+def insert_rows(
+    model: type[models.Model],
+    field_names: Sequence[str],
+    rows: list[tuple],
+    *,
+    update: Sequence[str] = (),
+    unique: Sequence[str] = (),
 ) -> None:
-    """INSERT ``rows`` (values ready for the database) in one statement, by default skipping those that exist.
+    """INSERT ``rows`` (values ready for the database) in one statement; a row that exists is skipped, or, with
+    ``update`` and the ``unique`` fields that find it, gets those fields overwritten.
 
-    A first publish of a 100-image post writes about 1,000 claims, 100 lock and 100 queue rows; ``bulk_create``
-    spent most of the publish's ledger time building model instances for them (``benchmarks/planning_cost.py``).
+    A first publish of a 100-image post writes 100 claim, lock and queue rows each; ``bulk_create`` spent most
+    of the publish's ledger time building model instances for them (``benchmarks/planning_cost.py``).
     """
     if not rows:
         return
-    fields = [model._meta.get_field(name) for name in field_names]
-    if connection.vendor not in {"sqlite", "postgresql"}:
-        objects = [model(**{f.attname: value for f, value in zip(fields, row, strict=True)}) for row in rows]
-        model.objects.bulk_create(objects, ignore_conflicts=skip_existing)
-        return
+    opts = model._meta
+    fields = [opts.get_field(name) for name in field_names]
     quote = connection.ops.quote_name
-    into = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
-    on_conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
+    conflict = OnConflict.UPDATE if update else OnConflict.IGNORE
+    insert = connection.ops.insert_statement(on_conflict=conflict)  # SQLite skips with INSERT OR IGNORE
+    into = f"{insert} {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+    on_conflict = connection.ops.on_conflict_suffix_sql(
+        fields, conflict, [opts.get_field(n).column for n in update], [opts.get_field(n).column for n in unique]
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             sql, params = _unnest_insert(into, fields, rows)
-            cursor.execute(sql + on_conflict, params)
+            cursor.execute(f"{sql} {on_conflict}", params)
         else:
             values = ", ".join(["%s"] * len(fields))
-            cursor.executemany(f"{into} VALUES ({values}){on_conflict}", rows)
+            cursor.executemany(f"{into} VALUES ({values}) {on_conflict}", rows)
 
 
 def _unnest_insert(into: str, fields: list, rows: list[tuple]) -> tuple[str, list]:
-    """PostgreSQL: one array per column, unnested into rows; a column with one value for all rows (the post, the
-    time) is sent once instead."""
-    items, scalars, arrays, array_params = [], [], [], []
+    """PostgreSQL: one array per column, unnested into rows.
+
+    A column with one value for all rows (the post, the time) is sent once; a text column with repeated values
+    (the specs of a camera's photos) as its distinct values and one index per row: psycopg escapes the quotes of
+    every JSON text in an array in Python, 6 ms for a 100-image post's specs.
+    """
+    items, item_params, arrays, array_params = [], [], [], []
     for n, (model_field, column) in enumerate(zip(fields, zip(*rows, strict=True), strict=True)):
         db_type = model_field.db_type(connection)
-        if len(set(column)) == 1:
+        distinct = list(dict.fromkeys(column))
+        if len(distinct) == 1:
             items.append(f"%s::{db_type}")
-            scalars.append(column[0])
+            item_params.append(distinct[0])
+        elif isinstance(distinct[0], str) and len(distinct) < len(column):
+            position = {value: k for k, value in enumerate(distinct, start=1)}
+            items.append(f"(%s::{db_type}[])[c{n}]")
+            item_params.append(distinct)
+            arrays.append((f"c{n}", "%s::integer[]"))
+            array_params.append(int_array(position[value] for value in column))
         else:
             items.append(f"c{n}")
             arrays.append((f"c{n}", f"%s::{db_type}[]"))
-            array_params.append(list(column))
+            is_int = isinstance(distinct[0], int) and not isinstance(distinct[0], bool)
+            array_params.append(int_array(column) if is_int else list(column))
     select = f"SELECT {', '.join(items)}"
     if arrays:
         names, casts = (", ".join(part) for part in zip(*arrays, strict=True))
         select += f" FROM unnest({casts}) AS u ({names})"
-    return f"{into} {select}", scalars + array_params
+    return f"{into} {select}", item_params + array_params
 
 
 def _still_claimed(keys: Collection[Key]) -> set[Key]:
     if not keys:
         return set()
-    images, specs = {i for i, _ in keys}, {s for _, s in keys}
-    rows = Claim.objects.filter(among("image_id", images), filter_spec__in=specs).values_list(
-        "image_id", "filter_spec"
-    )
-    return set(rows) & set(keys)
+    rows = Claim.objects.filter(among("image_id", {i for i, _ in keys})).values_list("image_id", "filter_specs")
+    return {(image_id, spec) for image_id, specs in rows for spec in specs} & set(keys)
 
 
 def _cancel_pending_deletions(keys: Collection[Key], state: ImageState) -> None:
@@ -317,23 +391,26 @@ class ImageState:
         state = cls()
         if not image_ids:
             return state
-        no_number = Value(None, output_field=models.BigIntegerField())
-        no_time = Value(None, output_field=models.DateTimeField())
-        ids = among("image_id", image_ids)
-        parts = [
-            Rendition.objects.filter(ids).values_list(Value("r"), "image_id", "filter_spec", no_number, no_time),
-            Failure.objects.filter(ids).values_list(
-                Value("f"), "image_id", "filter_spec", "attempts", "last_failed_at"
-            ),
-            PendingDeletion.objects.filter(ids).values_list(Value("p"), "image_id", "filter_spec", "pk", no_time),
-            QueuedImage.objects.filter(ids).values_list(Value("q"), "image_id", Value(""), no_number, no_time),
-        ]
-        parts = [part.order_by() for part in parts]  # a compound statement takes no ORDER BY in its parts
-        for kind, image_id, spec, number, time in parts[0].union(*parts[1:], all=True):
+        # Raw SQL: this runs in every publish, and Django spends longer compiling a four-part UNION than the
+        # database spends answering it.
+        ids_sql, ids = _ids_in("image_id", image_ids)
+        sql = " UNION ALL ".join(
+            [
+                f"SELECT 'r', image_id, filter_spec, NULL, NULL FROM {_table(Rendition)} WHERE {ids_sql}",
+                f"SELECT 'f', image_id, filter_spec, attempts, last_failed_at FROM {_table(Failure)} WHERE {ids_sql}",
+                f"SELECT 'p', image_id, filter_spec, id, NULL FROM {_table(PendingDeletion)} WHERE {ids_sql}",
+                f"SELECT 'q', image_id, '', NULL, NULL FROM {_table(QueuedImage)} WHERE {ids_sql}",
+            ]
+        )
+        to_datetime = _converter(Failure._meta.get_field("last_failed_at"))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [ids] * 4)
+            rows = cursor.fetchall()
+        for kind, image_id, spec, number, time in rows:
             if kind == "r":
                 state.renditions.add((image_id, spec))
             elif kind == "f":
-                state.failures[image_id, spec] = (number, time)
+                state.failures[image_id, spec] = (number, to_datetime(time))
             elif kind == "p":
                 state.pending[image_id, spec] = number
             else:
@@ -390,7 +467,7 @@ def mark_queued(image_ids: Collection[int], *, already_queued: Collection[int] |
     new = set(image_ids) - already
     token = QueuedImage._meta.get_field("token").get_db_prep_value(uuid.uuid4(), connection)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    insert_new(QueuedImage, ("image", "token", "queued_at"), [(i, token, now) for i in sorted(new)])
+    insert_rows(QueuedImage, ("image", "token", "queued_at"), [(i, token, now) for i in sorted(new)])
     return new
 
 
@@ -420,4 +497,6 @@ def posts_using_images(image_ids: Collection[int]) -> set[int]:
 
 
 def claimed_keys(image_id: int) -> set[str]:
-    return set(Claim.objects.filter(image_id=image_id).values_list("filter_spec", flat=True).distinct())
+    """The specs of ``image_id`` that any post claims."""
+    rows = Claim.objects.filter(image_id=image_id).values_list("filter_specs", flat=True)
+    return {spec for specs in rows for spec in specs}

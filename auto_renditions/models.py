@@ -1,7 +1,8 @@
 """The ownership ledger and the little state the background work needs.
 
-- :class:`Claim`: a live post needs rendition ``filter_spec`` of ``image``. The number of claims of an
-  ``(image, filter_spec)`` is its reference count; only renditions that were claimed are ever deleted.
+- :class:`Claim`: a live post needs renditions ``filter_specs`` of ``image``; :class:`ClaimedRendition` is the same
+  ledger one row per rendition (a view). The number of claims of an ``(image, filter_spec)`` is its reference
+  count; only renditions that were claimed are ever deleted.
 - :class:`PendingDeletion`: an ``(image, filter_spec)`` lost its last claim and goes at ``due_at``
   unless it is claimed again first.
 - :class:`QueuedImage`: a generation task for the image is queued or running (with its lease).
@@ -19,24 +20,52 @@ from django.utils import timezone
 
 
 class Claim(models.Model):
+    """Post ``post`` needs the renditions ``filter_specs`` of ``image``: the ownership ledger, one row per post
+    and image.
+
+    A first publish writes one row per image instead of one per rendition (about ten times fewer rows and index
+    entries, most of a publish's ledger time on PostgreSQL); questions asked per rendition in SQL go through
+    :class:`ClaimedRendition`.
+    """
+
     # No database-level constraints (here and on the other per-image rows): a row written while another editor
     # deletes the post or image must not fail that whole commit (PostgreSQL checks deferred keys at COMMIT).
     # Django still cascades; the sweep removes the rare row that outlived its post or image.
     post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+", db_constraint=False)
-    # Indexed by the unique constraint, which leads with the image: "who claims this image / rendition?"
+    # Indexed by the unique constraint, which leads with the image: "who claims this image?"
     image = models.ForeignKey(
         "wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
     )
-    filter_spec = models.CharField(max_length=255)
+    #: The claimed filter specs, sorted.
+    filter_specs = models.JSONField(default=list)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        # Three indexes to maintain per claim written (primary key, post, this one): a publish writes ~10 per image.
-        constraints = [
-            models.UniqueConstraint(
-                fields=["image", "filter_spec", "post"], name="auto_renditions_claim_image_spec_post"
-            )
-        ]
+        constraints = [models.UniqueConstraint(fields=["image", "post"], name="auto_renditions_claim_image_post")]
+
+    def __str__(self) -> str:
+        return f"post {self.post_id} claims {len(self.filter_specs)} rendition(s) of image {self.image_id}"
+
+
+class ClaimedRendition(models.Model):
+    """One claimed rendition, ``(post, image, filter_spec)``: a database view that unnests :class:`Claim`.
+
+    The number of rows of an ``(image, filter_spec)`` is its reference count. Read-only (``managed = False``:
+    migration ``0003`` creates the view); the ledger writes :class:`Claim` rows.
+    """
+
+    pk = models.CompositePrimaryKey("claim", "filter_spec")
+    claim = models.ForeignKey(Claim, on_delete=models.DO_NOTHING, related_name="+")
+    post = models.ForeignKey("cast.Post", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    image = models.ForeignKey(
+        "wagtailimages.Image", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    filter_spec = models.CharField(max_length=255)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "auto_renditions_claimedrendition"
 
     def __str__(self) -> str:
         return f"post {self.post_id} claims image {self.image_id} {self.filter_spec}"

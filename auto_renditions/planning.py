@@ -1,15 +1,16 @@
-"""Pure planning: what a post requires, and how that differs from what it claims. No ORM in here.
+"""Pure planning: what a post requires, and how that differs from what it claims. No queries in here.
 
 The requirement is django-cast's own: ``RenditionFilters.from_wagtail_image_with_type`` for every
-``(image_type, image)`` of ``Post.get_all_images()``, so the CAST_* settings flow through unchanged.
+``(image_type, image)`` of ``Post.get_all_images()`` (or the same pairs as :class:`ImageRow`, which the ledger
+loads without model instances), so the CAST_* settings flow through unchanged.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import Any
 
 from cast.renditions import RenditionFilters
@@ -26,40 +27,68 @@ class Unplannable:
     error: str
 
 
+@dataclass(frozen=True)
+class ImageRow:
+    """What planning reads of an image (its id, size and file name), loaded without a model instance."""
+
+    pk: int
+    width: int
+    height: int
+    file_name: str
+
+
 @dataclass
 class Requirement:
-    """The renditions one post needs, and the images that could not be planned."""
+    """The renditions one post needs, per image, and the images that could not be planned."""
 
-    keys: set[Key] = field(default_factory=set)
+    specs: dict[int, frozenset[str]] = field(default_factory=dict)
     unplannable: list[Unplannable] = field(default_factory=list)
 
     @property
+    def keys(self) -> set[Key]:
+        return {(image_id, spec) for image_id, specs in self.specs.items() for spec in specs}
+
+    @property
     def image_ids(self) -> set[int]:
-        return {image_id for image_id, _ in self.keys}
+        return set(self.specs)
 
 
 def required_renditions(images_with_type: Iterable[tuple[str, Any]]) -> Requirement:
-    """Return the ``(image_id, filter_spec)`` pairs django-cast renders for these images.
+    """Return the filter specs django-cast renders for these images (Wagtail images or :class:`ImageRow`).
 
     django-cast's answer depends only on the image type, the original's size and its file name's suffix, so
     photos of one camera in one post are planned once.
     """
-    requirement = Requirement()
-    planned: dict[tuple, list[str] | str] = {}
+    planned: dict[tuple, frozenset[str] | str] = {}
+    specs: dict[int, set[str]] = defaultdict(set)
+    unplannable: dict[int, Unplannable] = {}
     for image_type, image in images_with_type:
-        shape = (image_type, image.width, image.height, PurePath(image.file.name).suffix)
+        file_name = image.file_name if isinstance(image, ImageRow) else image.file.name
+        shape = (image_type, image.width, image.height, os.path.splitext(file_name)[1])
         if shape not in planned:
             try:
-                planned[shape] = RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
+                filters = RenditionFilters.from_wagtail_image_with_type(_as_wagtail_image(image), image_type)
+                planned[shape] = frozenset(filters.filter_strings)
             except (ValueError, ZeroDivisionError) as error:  # unsupported format, or 0×0 dimensions
                 planned[shape] = f"{type(error).__name__}: {error}"
-        specs = planned[shape]
-        if isinstance(specs, str):
-            requirement.unplannable.append(Unplannable(image.pk, specs))
-        else:
-            image_id = image.pk
-            requirement.keys.update((image_id, spec) for spec in specs)
-    return requirement
+        answer = planned[shape]
+        if isinstance(answer, str):
+            unplannable.setdefault(image.pk, Unplannable(image.pk, answer))
+        elif answer:
+            specs[image.pk] |= answer
+    return Requirement({image_id: frozenset(s) for image_id, s in specs.items()}, list(unplannable.values()))
+
+
+def _as_wagtail_image(image: Any) -> Any:
+    """django-cast plans from a Wagtail image: an unsaved one stands in for a row (it reads size and name)."""
+    if not isinstance(image, ImageRow):
+        return image
+    from wagtail.images import get_image_model
+
+    # collection_id given: its default would look the root collection up in the database.
+    return get_image_model()(
+        pk=image.pk, width=image.width, height=image.height, file=image.file_name, collection_id=None
+    )
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,36 @@ class Delta:
 def diff(claimed: Iterable[Key], required: Iterable[Key]) -> Delta:
     claimed, required = set(claimed), set(required)
     return Delta(add=frozenset(required - claimed), remove=frozenset(claimed - required))
+
+
+@dataclass
+class ClaimChanges:
+    """How the claim rows of some posts change: rows to write (new or with other specs), rows to drop."""
+
+    write: list[tuple[int, int, list[str]]] = field(default_factory=list)  # (post_id, image_id, sorted specs)
+    drop: list[tuple[int, int]] = field(default_factory=list)  # (post_id, image_id)
+    add: set[Key] = field(default_factory=set)
+    remove: set[Key] = field(default_factory=set)
+
+
+def claim_changes(
+    claimed: Mapping[int, Mapping[int, frozenset[str]]], required: Mapping[int, Requirement]
+) -> ClaimChanges:
+    """Compare each post's claims (``{post_id: {image_id: specs}}``) with its requirement."""
+    changes = ClaimChanges()
+    for post_id, requirement in required.items():
+        before, after = claimed.get(post_id, {}), requirement.specs
+        for image_id in sorted(before.keys() | after.keys()):
+            old, new = before.get(image_id, frozenset()), after.get(image_id, frozenset())
+            if old == new:
+                continue
+            if new:
+                changes.write.append((post_id, image_id, sorted(new)))
+            else:
+                changes.drop.append((post_id, image_id))
+            changes.add.update((image_id, spec) for spec in new - old)
+            changes.remove.update((image_id, spec) for spec in old - new)
+    return changes
 
 
 def by_image(keys: Iterable[Key]) -> dict[int, set[str]]:

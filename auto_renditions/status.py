@@ -9,7 +9,7 @@ from django.utils import timezone
 from wagtail.images.models import Rendition
 
 from .conf import get_settings
-from .models import Claim, Failure, PendingDeletion, QueuedImage
+from .models import ClaimedRendition, Failure, PendingDeletion, QueuedImage
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def _missing_claims():
     has_failure = Failure.objects.filter(
         Q(filter_spec=OuterRef("filter_spec")) | Q(filter_spec="*"), image_id=OuterRef("image_id")
     )
-    return Claim.objects.annotate(made=Exists(has_rendition), failed=Exists(has_failure))
+    return ClaimedRendition.objects.annotate(made=Exists(has_rendition), failed=Exists(has_failure))
 
 
 def post_progress(post_ids=None) -> list[PostProgress]:
@@ -41,9 +41,9 @@ def post_progress(post_ids=None) -> list[PostProgress]:
     rows = (
         claims.values("post_id", "post__title")
         .annotate(
-            required=Count("pk"),
-            pending=Count("pk", filter=Q(made=False)),
-            failed=Count("pk", filter=Q(made=False, failed=True)),
+            required=Count("filter_spec"),
+            pending=Count("filter_spec", filter=Q(made=False)),
+            failed=Count("filter_spec", filter=Q(made=False, failed=True)),
         )
         .order_by("post_id")
     )

@@ -16,7 +16,7 @@ from wagtail.images.models import Image, Rendition
 
 from . import cleanup, generation, ledger, queue, signals
 from .conf import get_settings
-from .models import Claim, Failure, PendingDeletion, QueuedImage
+from .models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _due_retries() -> set[int]:
         filter_spec=ledger.WHOLE_IMAGE
     )
     image_ids = set(retryable.values_list("image_id", flat=True))
-    claimed = Claim.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec")
+    claimed = ClaimedRendition.objects.filter(image_id__in=image_ids).values_list("image_id", "filter_spec")
     return {image_id for image_id, _ in ledger.missing(set(claimed))}
 
 
@@ -238,5 +238,5 @@ def _broker_idle() -> bool:
 
 def _images_with_missing_renditions() -> set[int]:
     has_rendition = Rendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
-    candidates = Claim.objects.filter(~Exists(has_rendition)).values_list("image_id", "filter_spec").distinct()
+    candidates = ClaimedRendition.objects.filter(~Exists(has_rendition)).values_list("image_id", "filter_spec")
     return {image_id for image_id, _ in ledger.missing(set(candidates))}

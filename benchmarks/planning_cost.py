@@ -4,14 +4,18 @@
    re-publish (nothing changed). The ledger's query count must not grow with the number of images; the
    on-commit enqueue (django-q2 ``async_task``, one per image) is reported separately.
 2. The same 100-image post after the site has grown to ``--filler-posts`` posts and ``--filler-claims`` ledger
-   rows (bulk-created Claim rows of filler post/image ids, with foreign-key checks off while inserting: they
-   only have to make the tables and indexes big).
+   rows (bulk-created Claim rows of filler post/image ids with ten specs each, so 200k rows claim 2M renditions;
+   foreign-key checks off while inserting: they only have to make the tables and indexes big).
 3. ``manage.py auto_renditions plan --json`` over ``--plan-renditions`` renditions (real live posts and images,
    Rendition rows bulk-created with fake file names); without the command, the notebook's diff instead.
 
 ``--against REF`` also runs the ledger module of an earlier commit (``git show REF:auto_renditions/ledger.py``,
 loaded beside the current one) on the large site, interleaved round by round with the current ledger: the
-side-by-side before/after of a ledger change. It needs that commit's ledger to work with today's other modules.
+side-by-side before/after of a ledger change. It needs that commit's ledger to work with today's other modules
+and schema (``benchmarks/ab.py`` compares commits whatever they changed, one process each).
+
+``machine.reference`` holds two figures of the machine itself (django-cast's planning of 100 images one by one,
+100 ``SELECT 1`` round trips), to relate runs on different machines.
 
 Images are rows with fake file names and real dimensions: planning never opens files.
 
@@ -59,18 +63,7 @@ def main() -> None:
     ledger_counts = {per_size[n]["first"]["ledger_queries"] for n in counts}
     result["ledger_queries_constant"] = len(ledger_counts) == 1
 
-    result["claim_insert"] = measure_claim_insert(blog, max(counts), args.repeat)
-    rows.append(
-        (
-            f"insert {result['claim_insert']['rows']} claims: bulk_create / executemany ms",
-            "",
-            result["claim_insert"]["bulk_create_ms"],
-            "",
-            "",
-            result["claim_insert"]["executemany_ms"],
-            "",
-        )
-    )
+    result["machine"]["reference"] = measure_machine(blog, max(counts), args.repeat)
 
     fill(args.filler_posts, args.filler_claims)
     syncs = {"this": None} | ({args.against: ledger_at(args.against).sync_posts} if args.against else {})
@@ -181,7 +174,7 @@ def measure_sync(blog, count: int, repeat: int, syncs: dict | None = None) -> di
     from django_q.models import OrmQ
 
     from auto_renditions import ledger
-    from auto_renditions.models import Claim, QueuedImage
+    from auto_renditions.models import Claim, ClaimedRendition, QueuedImage
 
     site.use_publish_path("floor")  # no listener may claim behind the measured call
     post = live_post(blog, f"plan-{count}-{uuid.uuid4().hex[:6]}", count)
@@ -208,11 +201,12 @@ def measure_sync(blog, count: int, repeat: int, syncs: dict | None = None) -> di
                     "total_ms": total_s * 1000,
                 }
             )
-    claims = Claim.objects.filter(post=post).count()
+    claims = ClaimedRendition.objects.filter(post=post).count()
     medians = {
         name: {
             "images": count,
             "claims": claims,
+            "claim_rows": Claim.objects.filter(post=post).count(),
             **{kind: {key: site.median(r[key] for r in rs) for key in rs[0]} for kind, rs in by_kind.items()},
         }
         for name, by_kind in runs.items()
@@ -220,67 +214,55 @@ def measure_sync(blog, count: int, repeat: int, syncs: dict | None = None) -> di
     return medians if syncs else medians["this"]
 
 
-def measure_claim_insert(blog, count: int, repeat: int) -> dict:
-    """The claim INSERT of a first publish: the ledger's ``bulk_create`` against one raw ``executemany``."""
-    from django.db import connection, transaction
-    from django.utils import timezone
+def measure_machine(blog, count: int, repeat: int) -> dict:
+    """Figures of this machine, not of the ledger, to relate runs on different machines: django-cast's planning of
+    ``count`` images one by one (Python), and ``count`` round trips of ``SELECT 1`` through Django."""
+    from cast.renditions import RenditionFilters
+    from django.db import connection
 
-    from auto_renditions import planning
-    from auto_renditions.models import Claim
-
-    post = live_post(blog, f"insert-{count}-{uuid.uuid4().hex[:6]}", count)
-    keys = sorted(planning.required_renditions(post.get_all_images()).keys)
-    sql = (
-        f"INSERT INTO {Claim._meta.db_table} (post_id, image_id, filter_spec, created_at) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
-    )
-    orm, raw = [], []
+    post = live_post(blog, f"machine-{uuid.uuid4().hex[:6]}", count)
+    images = list(post.get_all_images())
+    planning_s, round_trips_s = [], []
     for _ in range(repeat):
-        for kind, times in (("orm", orm), ("raw", raw)):
-            Claim.objects.filter(post=post).delete()
-            with transaction.atomic():
-                t0 = time.perf_counter()
-                if kind == "orm":
-                    claims = [Claim(post_id=post.pk, image_id=i, filter_spec=s) for i, s in keys]
-                    Claim.objects.bulk_create(claims, ignore_conflicts=True)
-                else:
-                    now = timezone.now()
-                    with connection.cursor() as cursor:
-                        cursor.executemany(sql, [(post.pk, i, s, now) for i, s in keys])
-                times.append(time.perf_counter() - t0)
-    Claim.objects.filter(post=post).delete()
-    return {"rows": len(keys), "bulk_create_ms": site.median(orm) * 1000, "executemany_ms": site.median(raw) * 1000}
+        t0 = time.perf_counter()
+        for image_type, image in images:
+            RenditionFilters.from_wagtail_image_with_type(image, image_type)
+        planning_s.append(time.perf_counter() - t0)
+        with connection.cursor() as cursor:
+            t0 = time.perf_counter()
+            for _ in range(count):
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+            round_trips_s.append(time.perf_counter() - t0)
+    return {
+        f"cast_planning_{count}_images_ms": site.median(planning_s) * 1000,
+        f"select_1_x{count}_ms": site.median(round_trips_s) * 1000,
+    }
 
 
 def fill(posts: int, claims: int) -> None:
-    """Make the ledger big: ``claims`` Claim rows spread over ``posts`` filler post ids (FK checks off)."""
+    """Make the ledger big: ``claims`` Claim rows (ten specs each) over ``posts`` filler post ids (FK checks off)."""
     from django.db import connection, transaction
 
     from auto_renditions.models import Claim
 
     base = 10_000_000
     per_post = max(1, claims // posts)
-    specs = [f"width-{w}{f}" for w in (120, 240, 360, 1110, 2220) for f in ("", "|format-avif")]
+    specs = sorted(f"width-{w}{f}" for w in (120, 240, 360, 1110, 2220) for f in ("", "|format-avif"))
     _foreign_keys(connection, on=False)
     try:
         with transaction.atomic():
             batch = []
             for n in range(claims):
-                post = base + n // per_post
-                image = base + n // len(specs)
-                batch.append(Claim(post_id=post, image_id=image, filter_spec=specs[n % len(specs)]))
+                batch.append(Claim(post_id=base + n // per_post, image_id=base + n, filter_specs=specs))
                 if len(batch) == 10_000:
                     Claim.objects.bulk_create(batch)
                     batch = []
             Claim.objects.bulk_create(batch)
     finally:
         _foreign_keys(connection, on=True)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
 
 
 def _foreign_keys(connection, on: bool) -> None:

@@ -12,7 +12,7 @@ from django.test import Client
 from wagtail.models import Collection, GroupCollectionPermission, GroupPagePermission, Page
 
 from auto_renditions import status
-from auto_renditions.models import Claim, Failure, PendingDeletion, QueuedImage
+from auto_renditions.models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 from auto_renditions.views import RenditionsReportView
 from tests import harness
 from tests.factories import make_image, make_post
@@ -80,7 +80,7 @@ def gallery_post(blog):
 
 @pytest.mark.django_db
 def test_pending_post_in_report_and_editor_until_renditions_exist(admin_client, gallery_post, settle):
-    required = Claim.objects.filter(post=gallery_post).count()
+    required = ClaimedRendition.objects.filter(post=gallery_post).count()
     assert required > 0
 
     response = admin_client.get(REPORT)
@@ -150,7 +150,7 @@ def test_failures_listed_and_retried(blog, admin_client, settle, django_capture_
     original = _break_original(broken)
     settle()
     failed_specs = set(Failure.objects.filter(image=broken).values_list("filter_spec", flat=True))
-    assert failed_specs == set(Claim.objects.filter(image=broken).values_list("filter_spec", flat=True))
+    assert failed_specs == set(ClaimedRendition.objects.filter(image=broken).values_list("filter_spec", flat=True))
 
     response = admin_client.get(REPORT, {"state": "failed"})
     html = response.content.decode()

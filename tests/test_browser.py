@@ -14,7 +14,7 @@ import time
 import pytest
 from django.conf import settings
 
-from auto_renditions.models import Claim
+from auto_renditions.models import ClaimedRendition
 from tests import harness
 from tests.factories import make_image, make_post
 
@@ -102,7 +102,7 @@ def test_publish_view_before_and_after_worker(live_server, browser_page, blog):
     page.wait_for_load_state("load")
     post.refresh_from_db()
     assert post.live
-    required = Claim.objects.filter(post=post).count()
+    required = ClaimedRendition.objects.filter(post=post).count()
     assert required > 0
 
     # Before any worker ran: the page shows the originals, every picture loads.

@@ -23,7 +23,7 @@ from django.utils import timezone
 from wagtail.images.models import Rendition
 
 import auto_renditions.fingerprint  # noqa: F401 - registers the W010 check until apps.py imports it
-from auto_renditions.models import Claim, Failure, PendingDeletion, QueuedImage, SettingsFingerprint
+from auto_renditions.models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage, SettingsFingerprint
 from tests import harness
 from tests.factories import make_blog, make_image, make_post
 
@@ -57,7 +57,7 @@ def state() -> tuple:
     folder = Path(settings.MEDIA_ROOT) / "images"
     files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     return (
-        sorted(Claim.objects.values_list("post_id", "image_id", "filter_spec")),
+        sorted(ClaimedRendition.objects.values_list("post_id", "image_id", "filter_spec")),
         sorted(QueuedImage.objects.values_list("image_id", flat=True)),
         sorted(PendingDeletion.objects.values_list("image_id", "filter_spec")),
         sorted(Rendition.objects.values_list("image_id", "filter_spec")),
@@ -156,7 +156,7 @@ def test_sync_prune_yes_now_leaves_exactly_required_plus_keep_list(site):
     assert set(Rendition.objects.filter(image=images["d"]).values_list("filter_spec", "file")) == d_rows
     assert all(file_exists(r.file.name) for r in Rendition.objects.all())
     assert not any(file_exists(name) for name in doomed_files)
-    assert set(Claim.objects.values_list("image_id", "filter_spec")) == site["required"]
+    assert set(ClaimedRendition.objects.values_list("image_id", "filter_spec")) == site["required"]
     assert not QueuedImage.objects.exists()
     assert SettingsFingerprint.objects.count() == 1
     assert run_json("plan")[1]["missing"] == run_json("plan")[1]["obsolete"] == 0

@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models.signals import m2m_changed
 from wagtail.images.models import Rendition
 
-from auto_renditions.models import Claim, QueuedImage
+from auto_renditions.models import ClaimedRendition, QueuedImage
 from tests.factories import make_image, make_post
 from tests.harness import ROOT
 
@@ -84,7 +84,9 @@ def race(plan_rounds: list[dict], *, without_lock: bool) -> list[int]:
     run_drivers("tests.race_driver", ("claim", "delete"), plan)
     violations = []
     for round_ in plan_rounds:
-        claimed = Claim.objects.filter(post_id=round_["claimer"], image_id=round_["image"], filter_spec=SPEC).exists()
+        claimed = ClaimedRendition.objects.filter(
+            post_id=round_["claimer"], image_id=round_["image"], filter_spec=SPEC
+        ).exists()
         made = Rendition.objects.filter(image_id=round_["image"], filter_spec=SPEC).exists()
         queued = QueuedImage.objects.filter(image_id=round_["image"]).exists()
         assert claimed, "the claimer must hold its claim in every round"

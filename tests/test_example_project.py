@@ -59,8 +59,8 @@ def outstanding(database: Path) -> int:
     """Claimed renditions not made yet plus queued images, read straight from SQLite (cheap enough to poll)."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as conn:
         missing = conn.execute(
-            "SELECT COUNT(*) FROM auto_renditions_claim c WHERE NOT EXISTS (SELECT 1 FROM wagtailimages_rendition r"
-            " WHERE r.image_id = c.image_id AND r.filter_spec = c.filter_spec)"
+            "SELECT COUNT(*) FROM auto_renditions_claimedrendition c WHERE NOT EXISTS (SELECT 1"
+            " FROM wagtailimages_rendition r WHERE r.image_id = c.image_id AND r.filter_spec = c.filter_spec)"
         ).fetchone()[0]
         queued = conn.execute("SELECT COUNT(*) FROM auto_renditions_queuedimage").fetchone()[0]
     return missing + queued

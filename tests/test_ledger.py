@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from wagtail.images.models import Image, Rendition
 
 from auto_renditions import ledger, planning, tasks
-from auto_renditions.models import Claim, Failure, PendingDeletion, QueuedImage
+from auto_renditions.models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 from tests.factories import edit_post, make_image, make_post, publish_post
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +50,7 @@ def required(post) -> set:
 
 
 def claims(post=None) -> set:
-    qs = Claim.objects.all() if post is None else Claim.objects.filter(post_id=post.pk)
+    qs = ClaimedRendition.objects.all() if post is None else ClaimedRendition.objects.filter(post_id=post.pk)
     return set(qs.values_list("image_id", "filter_spec"))
 
 
@@ -323,8 +323,8 @@ def test_sweep_releases_claims_that_outlived_their_post_or_image(blog, run):
     spec = sorted(required(post))[0][1]
     orphan = make_image(800, 600)
     run(lambda: orphan.get_rendition(spec))
-    Claim.objects.create(post_id=post.pk + 1000, image_id=orphan.pk, filter_spec=spec)  # its post is gone
-    Claim.objects.create(post_id=post.pk, image_id=orphan.pk + 1000, filter_spec=spec)  # its image is gone
+    Claim.objects.create(post_id=post.pk + 1000, image_id=orphan.pk, filter_specs=[spec])  # its post is gone
+    Claim.objects.create(post_id=post.pk, image_id=orphan.pk + 1000, filter_specs=[spec])  # its image is gone
     gone = orphan.pk + 1000
     QueuedImage.objects.create(image_id=gone)
     PendingDeletion.objects.create(image_id=gone, filter_spec=spec, due_at=timezone.now() + timedelta(hours=1))
@@ -353,18 +353,37 @@ def test_an_error_no_retry_can_mend_is_not_retried(blog, run):
     assert [f.attempts for f in Failure.objects.filter(image=image)] == [3] * len(failures)
 
 
-def test_claims_are_inserted_once_with_their_time(blog, caplog):
+def test_a_claim_is_one_row_per_post_and_image_that_keeps_its_time(blog):
     photo = make_image(1200, 800)
     post = make_post(blog, "inserted", images=[photo], publish=False)
     before = timezone.now()
-    ledger.insert_claims([(post.pk, photo.pk, "width-100"), (post.pk, photo.pk, "width-200")])
-    assert "existed already" not in caplog.text
-    ledger.insert_claims([(post.pk, photo.pk, "width-200"), (post.pk, photo.pk, "width-300")])  # one already there
-    assert "existed already" in caplog.text  # the plain INSERT failed in its savepoint; the retry skipped it
-    claims = Claim.objects.filter(post=post).order_by("filter_spec")
-    assert [c.filter_spec for c in claims] == ["width-100", "width-200", "width-300"]
-    assert all(before - timedelta(seconds=1) <= c.created_at <= timezone.now() for c in claims)
-    assert Claim.objects.filter(post=post, created_at__gte=before - timedelta(seconds=1)).count() == 3
+    ledger.write_claims([(post.pk, photo.pk, ["width-200", "width-100"])])
+    claim = Claim.objects.get(post=post)
+    assert claim.filter_specs == ["width-100", "width-200"]
+    assert before - timedelta(seconds=1) <= claim.created_at <= timezone.now()
+    ledger.write_claims([(post.pk, photo.pk, ["width-300", "width-100"])])  # the same row, other specs
+    again = Claim.objects.get(post=post)
+    assert (again.pk, again.created_at, again.filter_specs) == (claim.pk, claim.created_at, ["width-100", "width-300"])
+    per_rendition = ClaimedRendition.objects.filter(post=post, image=photo).values_list("filter_spec", flat=True)
+    assert sorted(per_rendition) == ["width-100", "width-300"]
+
+
+def test_post_images_are_what_django_cast_yields(blog):
+    """The ledger loads a post's images without model instances; it must see what ``get_all_images()`` sees."""
+    a, b, c, d = make_image(1600, 1200), make_image(300, 200), make_image(1200, 1600), make_image(640, 480)
+    post = make_post(blog, "mixed", images=[a, b], galleries=[[a, c], [c, d]])
+    other = make_post(blog, "other", images=[d])
+    empty = make_post(blog, "empty")
+    found = ledger.post_images({post.pk, other.pk, empty.pk})
+    for page in (post, other, empty):
+        page = type(page).objects.get(pk=page.pk)
+        expected = sorted(
+            (kind, image.pk, image.width, image.height, image.file.name) for kind, image in page.get_all_images()
+        )
+        rows = sorted((kind, row.pk, row.width, row.height, row.file_name) for kind, row in found[page.pk])
+        assert rows == expected
+    assert found[empty.pk] == []
+    assert ledger.requirement_for_posts({post.pk})[post.pk].keys == required(post)
 
 
 @pytest.mark.parametrize("kind", ["first", "again"])

@@ -16,7 +16,7 @@ from django.utils import timezone
 from wagtail.images.models import Rendition, get_rendition_storage
 
 from .. import inventory, ledger, planning, queue, status, tasks
-from ..models import Claim, Failure, QueuedImage
+from ..models import ClaimedRendition, Failure, QueuedImage
 
 KINDS = {
     "drift": "live post requirement and its claims differ",
@@ -61,7 +61,7 @@ def find(wrap: inventory.Wrap = inventory.no_progress, min_orphan_age: float = 0
 def _ledger_violations(requirements: dict) -> list[Violation]:
     found: list[Violation] = []
     claims: dict[int, set] = {}
-    for post_id, image_id, spec in Claim.objects.values_list("post_id", "image_id", "filter_spec"):
+    for post_id, image_id, spec in ClaimedRendition.objects.values_list("post_id", "image_id", "filter_spec"):
         claims.setdefault(post_id, set()).add((image_id, spec))
     for post_id, requirement in sorted(requirements.items()):
         delta = planning.diff(claims.get(post_id, set()), requirement.keys)
@@ -88,7 +88,7 @@ def _overdue() -> list[Violation]:
 
 
 def _claimed_rows() -> list[inventory.RenditionRow]:
-    claimed = Claim.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
+    claimed = ClaimedRendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
     rows = Rendition.objects.filter(Exists(claimed)).values_list("pk", "image_id", "filter_spec", "file")
     return [inventory.RenditionRow(*row) for row in rows]
 

@@ -9,18 +9,18 @@ from django.db.models import Exists, OuterRef
 from wagtail.images.models import Rendition
 
 from auto_renditions import status
-from auto_renditions.models import Claim, PendingDeletion, QueuedImage
+from auto_renditions.models import ClaimedRendition, PendingDeletion, QueuedImage
 
 
 def snapshot() -> dict:
     has_rendition = Rendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
-    keys = set(Claim.objects.values_list("image_id", "filter_spec"))
-    missing = set(Claim.objects.filter(~Exists(has_rendition)).values_list("image_id", "filter_spec"))
+    keys = set(ClaimedRendition.objects.values_list("image_id", "filter_spec"))
+    missing = set(ClaimedRendition.objects.filter(~Exists(has_rendition)).values_list("image_id", "filter_spec"))
     renditions = list(Rendition.objects.all())
     return {
-        "posts_with_claims": Claim.objects.values("post_id").distinct().count(),
+        "posts_with_claims": ClaimedRendition.objects.values("post_id").distinct().count(),
         "claimed_keys": len(keys),
-        "claims": Claim.objects.count(),
+        "claims": ClaimedRendition.objects.count(),
         "claimed_keys_without_rendition": len(missing),
         "renditions": len(renditions),
         "rendition_files_missing": sum(not r.file.storage.exists(r.file.name) for r in renditions),
