@@ -44,7 +44,7 @@ def generate_image_renditions(image_id: int) -> str:
         specs = ledger.missing({(image_id, spec) for spec in ledger.claimed_keys(image_id)})
         made_now = _render(image, {spec for _, spec in specs}) if specs else set()
         made |= made_now
-        token = _finish(image_id, token, made, source=image.file.name, made_now=made_now)
+        token = _finish(image_id, token, made, source=(image.file.name, image.file_hash), made_now=made_now)
         if token is None:
             break
     return f"image {image_id}: made {len(made)} rendition(s)"
@@ -79,7 +79,9 @@ def _acquire_lease(image_id: int) -> object | None:
     return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
 
 
-def _finish(image_id: int, token: object, made: set[str], *, source: str, made_now: set[str]) -> object | None:
+def _finish(
+    image_id: int, token: object, made: set[str], *, source: tuple[str, str], made_now: set[str]
+) -> object | None:
     """Drop the queue entry if nothing new was queued meanwhile; else return the new token for another round.
 
     Renditions made for a spec that lost its claim while we worked are handed to deletion; renditions made
@@ -87,9 +89,12 @@ def _finish(image_id: int, token: object, made: set[str], *, source: str, made_n
     """
     with transaction.atomic():
         ledger.lock_images([image_id])
-        current = Image.objects.filter(pk=image_id).values_list("file", flat=True).first()
+        current = Image.objects.filter(pk=image_id).values_list("file", "file_hash").first()
         if current is None:
             return None  # the image was deleted: its renditions and queue entry went with it
+        # Not the name alone: Wagtail's edit form deletes a replaced original, so a second replacement may be
+        # stored under the first one's name. Its content hash is written in the same row update as the name (a
+        # hash filled in later for the same content only costs one more round).
         if current != source:
             cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=made_now))
             ledger.mark_queued([image_id])

@@ -316,6 +316,38 @@ def test_renditions_made_from_a_file_replaced_meanwhile_are_made_again(blog, run
         assert red > 200 and green < 60, f"{rendition.filter_spec} was made from the old file, not the replacement"
 
 
+def test_renditions_made_while_the_file_was_replaced_twice_under_the_same_name_are_made_again(blog, run, settings):
+    """Wagtail's edit form deletes a replaced original, so a second replacement can take the first one's name
+    again: the worker must not take the name for the content."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.OpenHookStorage"}}
+    a = make_image(1600, 1200)
+    post = make_post(blog, "p", images=[a])
+    first_name = a.file.name
+
+    def replace_twice():  # blue under a new name, then red under the first name (the form deleted the first file)
+        fresh = Image.objects.get(pk=a.pk)
+        for colour, upload_name in (((0, 0, 255), "blue.jpg"), ((255, 0, 0), Path(first_name).name)):
+            content = io.BytesIO()
+            PILImage.new("RGB", (1600, 1200), colour).save(content, "JPEG")
+            replaced = fresh.file.name
+            fresh.file = SimpleUploadedFile(upload_name, content.getvalue(), content_type="image/jpeg")
+            fresh._set_image_file_metadata()  # what Wagtail's edit form does: size and content hash
+            fresh.save()
+            fresh.file.storage.delete(replaced)  # what Wagtail's edit form does with the replaced original
+        assert fresh.file.name == first_name
+
+    OpenHookStorage.on_open = replace_twice
+    run()
+    assert OpenHookStorage.on_open is None, "the replacement did not happen during generation"
+    assert renditions(a) == required(post)
+    for rendition in Rendition.objects.filter(image=a):
+        with rendition.file.open() as handle, PILImage.open(handle) as picture:
+            red, green, blue = picture.convert("RGB").resize((1, 1)).getpixel((0, 0))
+        assert red > 200 and blue < 60, f"{rendition.filter_spec} was made from an earlier file of the same name"
+
+
 def test_sweep_releases_claims_that_outlived_their_post_or_image(blog, run):
     """A claim written while another editor deleted the post (no DB constraint fails that commit) is released."""
     a = make_image(1600, 1200)
