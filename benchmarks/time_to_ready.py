@@ -34,7 +34,7 @@ def main() -> None:
     from wagtail.images.models import Rendition
 
     from auto_renditions import status
-    from auto_renditions.models import Claim
+    from auto_renditions.models import ClaimedRendition
     from tests.factories import make_blog
     from tests.harness import Worker
 
@@ -78,7 +78,7 @@ def main() -> None:
                     "publish_s": published,
                     "ready_s": ready,
                     "worker_cpu_s": cpu,
-                    "renditions": Claim.objects.filter(post=post).count(),
+                    "renditions": ClaimedRendition.objects.filter(post=post).count(),
                 }
             )
             return ready
