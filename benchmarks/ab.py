@@ -27,11 +27,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--metric", action="append", required=True, help="dotted path into the script's JSON")
     parser.add_argument("--json", metavar="FILE", help="also write the comparison to FILE")
-    parser.add_argument("script", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS]: a script in benchmarks/")
-    args = parser.parse_args()
-    script = args.script[1:] if args.script[:1] == ["--"] else args.script
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, script = parser.parse_args(argv[:split]), argv[split + 1 :]
     if not script:
-        parser.error("name the benchmark script after --")
+        parser.error("name the benchmark script and its arguments after --")
 
     with tempfile.TemporaryDirectory(prefix="auto-renditions-ab-") as tmp:
         earlier = Path(tmp) / "earlier"
