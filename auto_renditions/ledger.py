@@ -252,7 +252,7 @@ def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
     change.released = change.removed - _still_claimed(change.removed)
     mark_released(change.released, state)
     required = set().union(*(r.keys for r in requirements.values()))
-    change.queued_images = queue_missing(required, state)
+    change.queued_images = queue_missing(required, state, new_work={image_id for image_id, _ in change.added})
     _record_unplannable(requirements.values())
     if change.added or change.removed:
         signals.claims_changed.send(sender=LedgerChange, change=change)
@@ -444,27 +444,40 @@ def missing(required: Collection[Key]) -> set[Key]:
     return ImageState.read({i for i, _ in required}).missing(required)
 
 
-def queue_missing(required: Collection[Key], state: ImageState | None = None) -> set[int]:
+def queue_missing(
+    required: Collection[Key], state: ImageState | None = None, *, new_work: Collection[int] | None = None
+) -> set[int]:
     """Mark images with missing renditions as queued; return those that need a new task (call under lock).
 
-    An image already queued only gets a new token: its task, queued or running, picks the new work up.
+    An image already queued only gets a new token: its task, queued or running, picks the new work up. With
+    ``new_work`` (the images whose claims this transaction added), only those get one: the task of an image
+    whose claims did not grow has nothing to pick up (a re-publish of an unchanged post writes nothing here).
     """
     if not required:
         return set()
     state = state or ImageState.read({i for i, _ in required})
-    return mark_queued({image_id for image_id, _ in state.missing(required)}, already_queued=state.queued)
+    missing = {image_id for image_id, _ in state.missing(required)}
+    return mark_queued(missing, already_queued=state.queued, refresh=new_work)
 
 
-def mark_queued(image_ids: Collection[int], *, already_queued: Collection[int] | None = None) -> set[int]:
+def mark_queued(
+    image_ids: Collection[int],
+    *,
+    already_queued: Collection[int] | None = None,
+    refresh: Collection[int] | None = None,
+) -> set[int]:
+    """Queue these images: a row for each new one; a new token for those already queued (or those among
+    ``refresh``). Returns the newly queued images."""
     if not image_ids:
         return set()
     if already_queued is None:
         already_queued = QueuedImage.objects.filter(among("image_id", image_ids)).values_list("image_id", flat=True)
-    already = set(image_ids) & set(already_queued)
+    queued = set(image_ids) & set(already_queued)
+    already = queued if refresh is None else queued & set(refresh)
     if already:
         # One token for all: each row only needs to differ from what its running task read.
         QueuedImage.objects.filter(among("image_id", already)).update(token=uuid.uuid4())
-    new = set(image_ids) - already
+    new = set(image_ids) - queued
     token = QueuedImage._meta.get_field("token").get_db_prep_value(uuid.uuid4(), connection)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     insert_rows(QueuedImage, ("image", "token", "queued_at"), [(i, token, now) for i in sorted(new)])

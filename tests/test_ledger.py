@@ -353,6 +353,21 @@ def test_renditions_made_while_the_file_was_replaced_twice_under_the_same_name_a
         assert red > 200 and blue < 60, f"{spec} was made from an earlier file of the same name"
 
 
+def test_a_post_published_while_its_image_renders_gets_its_renditions_in_the_same_task(blog, run, settings):
+    """New claims for an image whose task is running give the queue entry a new token: the task goes round again
+    instead of dropping the entry with the new work undone."""
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.OpenHookStorage"}}
+    a = make_image(1600, 1200)
+    first = make_post(blog, "first", images=[a])
+    second = []
+    OpenHookStorage.on_open = lambda: second.append(make_post(blog, "second", galleries=[[a]]))  # new specs for a
+    run()
+    assert second, "the second post was not published during generation"
+    assert required(second[0]) - required(first), "the gallery needs specs the regular image does not"
+    assert renditions(a) == required(first) | required(second[0])
+    assert not QueuedImage.objects.exists()
+
+
 def test_sweep_releases_claims_that_outlived_their_post_or_image(blog, run):
     """A claim written while another editor deleted the post (no DB constraint fails that commit) is released."""
     a = make_image(1600, 1200)
