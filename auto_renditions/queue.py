@@ -36,45 +36,46 @@ def _options() -> dict:
     return options
 
 
-def enqueue_generation(image_ids: Iterable[int]) -> None:
-    """One task per image, carrying nothing but its id: the task reads the ledger when it runs.
+def _enqueue(tasks: Iterable[tuple[str, object, str]]) -> None:
+    """``async_task`` for each ``(function, argument, task name)``, in one transaction.
 
-    In one transaction: with django-q2's ORM broker that is one commit for all tasks instead of one per image
-    (measured: the publish of a 10-image post 0.62x as long, docs/BENCHMARKS.md); other brokers are unaffected.
+    With django-q2's ORM broker that is one commit for all tasks instead of one per task (measured: the publish
+    of a 10-image post 0.62x as long, docs/BENCHMARKS.md), and the broker does not call
+    ``close_old_connections()``, which it does outside a transaction: with ``CONN_MAX_AGE = 0`` that closed the
+    editor's database connection in the middle of the request. Other brokers are unaffected.
     """
     from django_q.tasks import async_task
 
     with transaction.atomic():
-        for image_id in sorted(set(image_ids)):
-            async_task(GENERATE, image_id, task_name=f"auto_renditions.generate.{image_id}", **_options())
+        for func, argument, name in tasks:
+            async_task(func, argument, task_name=name, **_options())
+
+
+def enqueue_generation(image_ids: Iterable[int]) -> None:
+    """One task per image, carrying nothing but its id: the task reads the ledger when it runs."""
+    _enqueue((GENERATE, image_id, f"auto_renditions.generate.{image_id}") for image_id in sorted(set(image_ids)))
 
 
 def enqueue_generation_soon(image_ids: Iterable[int]) -> None:
     """What a publish or an edit runs on commit: the image tasks, or for a large post one task that queues them."""
-    from django_q.tasks import async_task
-
     ids = sorted(set(image_ids))
     if len(ids) > FAN_OUT_ABOVE:
-        async_task(FAN_OUT, ids, task_name="auto_renditions.fan_out", **_options())
+        _enqueue([(FAN_OUT, ids, "auto_renditions.fan_out")])
     else:
         enqueue_generation(ids)
 
 
 def enqueue_deletion(image_ids: Iterable[int]) -> None:
-    from django_q.tasks import async_task
-
     ids = sorted(set(image_ids))
     if ids:
-        async_task(DELETE, ids, task_name="auto_renditions.delete", **_options())
+        _enqueue([(DELETE, ids, "auto_renditions.delete")])
 
 
 def enqueue_sync(post_ids: Iterable[int]) -> None:
     """A worker syncs these posts' claims: what a listener does when the sync in the editor's request failed."""
-    from django_q.tasks import async_task
-
     ids = sorted(set(post_ids))
     if ids:
-        async_task(SYNC, ids, task_name="auto_renditions.sync", **_options())
+        _enqueue([(SYNC, ids, "auto_renditions.sync")])
 
 
 def dispatch(change: LedgerChange) -> None:
