@@ -1,6 +1,7 @@
 """Site-wide diff of what live posts require against what exists: the seed notebook as reusable queries.
 
-Everything is bulk: one prefetching query for the posts, one for the renditions, set arithmetic in between.
+Everything is bulk: one query for the live posts' images per 500 posts, one for the renditions, set arithmetic in
+between.
 *Obsolete* means a rendition of a post image (an image any post shows) that no live post requires and the
 keep-list does not protect; renditions of images no post shows (covers, avatars, admin uploads) are left alone.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.db.models import Q
@@ -30,8 +31,9 @@ def no_progress(items: Iterable, total: int, description: str) -> Iterable:
     return items
 
 
-@dataclass(frozen=True)
-class RenditionRow:
+class RenditionRow(NamedTuple):
+    """A rendition's row as the plan needs it (a tuple: a site has tens of thousands)."""
+
     pk: int
     image_id: int
     filter_spec: str
@@ -73,19 +75,18 @@ class Plan:
         return dict(sorted(images.items()))
 
 
-def live_posts(post_ids: Collection[int] | None = None):
+def live_requirements(post_ids: Collection[int] | None = None) -> dict[int, planning.Requirement]:
+    """``{post_id: Requirement}`` for every live post (or the live ones among ``post_ids``), planned from the
+    ledger's image rows (:func:`auto_renditions.ledger.post_images`), a batch of posts per query."""
     from cast.models import Post
 
-    posts = Post.objects.live().prefetch_related("images", "galleries__images")
-    return posts if post_ids is None else posts.filter(pk__in=list(post_ids))
-
-
-def live_requirements(post_ids: Collection[int] | None = None) -> dict[int, planning.Requirement]:
-    """``{post_id: Requirement}`` for every live post (or the live ones among ``post_ids``)."""
-    return {
-        post.pk: planning.required_renditions(post.get_all_images())
-        for post in live_posts(post_ids).iterator(chunk_size=500)
-    }
+    posts = Post.objects.live()
+    if post_ids is not None:
+        posts = posts.filter(pk__in=list(post_ids))
+    requirements: dict[int, planning.Requirement] = {}
+    for batch in batches(posts.values_list("pk", flat=True), size=500):
+        requirements.update(ledger.requirement_for_posts(batch))
+    return requirements
 
 
 def post_image_filter(post_ids: Collection[int] | None = None, prefix: str = "") -> Q:
@@ -103,7 +104,7 @@ def post_image_filter(post_ids: Collection[int] | None = None, prefix: str = "")
 
 def rendition_rows(query: Q) -> list[RenditionRow]:
     rows = Rendition.objects.filter(query).values_list("pk", "image_id", "filter_spec", "file")
-    return [RenditionRow(*row) for row in rows]
+    return list(map(RenditionRow._make, rows))
 
 
 def union(requirements: Iterable[planning.Requirement]) -> set[Key]:

@@ -90,7 +90,7 @@ def _overdue() -> list[Violation]:
 def _claimed_rows() -> list[inventory.RenditionRow]:
     claimed = ClaimedRendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
     rows = Rendition.objects.filter(Exists(claimed)).values_list("pk", "image_id", "filter_spec", "file")
-    return [inventory.RenditionRow(*row) for row in rows]
+    return list(map(inventory.RenditionRow._make, rows))
 
 
 def _missing_files(wrap: inventory.Wrap) -> list[Violation]:
