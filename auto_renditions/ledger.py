@@ -55,8 +55,8 @@ def lock_images(image_ids: Iterable[int]) -> None:
 
     PostgreSQL: row locks in ascending id order (no deadlock between two lockers of overlapping sets), taken by
     one upsert (a no-op update of an unchanged key is a HOT update: no index entry, no bloat to speak of).
-    SQLite: the insert takes the database write lock, which serialises all writers; it must be the first
-    statement of a transaction that has not written yet, so that later reads see the latest commit.
+    SQLite: the insert takes the database write lock, which serialises all writers; with ``transaction_mode``
+    IMMEDIATE (check W003) a transaction holds it from its first statement, so what it read before is current.
     """
     ids = sorted(set(image_ids))
     if not ids:
