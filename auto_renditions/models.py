@@ -132,6 +132,19 @@ class FileDeletion(models.Model):
         return self.name
 
 
+class OrphanCheck(models.Model):
+    """An image whose worker died holding its lease: rendition files it may have written without rows are looked
+    for once they are old enough that no live process can still be inserting their rows (``cleanup.sweep_orphans``).
+    """
+
+    image_id = models.BigIntegerField(primary_key=True)  # no foreign key: the image may be deleted meanwhile
+    original = models.CharField(max_length=255)  # the original's name, which the rendition names start with
+    lost_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"orphan check for image {self.image_id} (lost at {self.lost_at})"
+
+
 class ImageLock(models.Model):
     """Serialises claim, release and delete per image (no foreign key: locking a deleted image must not fail)."""
 

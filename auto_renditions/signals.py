@@ -12,6 +12,7 @@ renditions_generated = Signal()
 #: A worker could not make renditions. ``image``, ``errors``: ``{filter_spec: message}``.
 renditions_failed = Signal()
 
-#: Released renditions were deleted. ``image_id``, ``filter_specs``. Sent inside the deleting transaction;
-#: Wagtail removes the files on commit.
+#: The app deleted rendition rows (due deletions, ``sync --prune``, ``check --fix``, renditions of a replaced
+#: original). ``image_id``, ``filter_specs``: the specs whose rows went. Sent once per image inside the deleting
+#: transaction; the files are removed on commit.
 renditions_deleted = Signal()

@@ -109,19 +109,24 @@ def _finish(
 
 
 def _render(image: Image, specs: set[str]) -> set[str]:
+    """Generate ``specs``; files written for rows that failed to insert (the image deleted meanwhile, a clash) are
+    removed on the way out."""
+    with cleanup.removing_files_without_rows(image):
+        return _render_specs(image, specs)
+
+
+def _render_specs(image: Image, specs: set[str]) -> set[str]:
     """Generate ``specs`` through Wagtail's batch API; on error, spec by spec, recording failures."""
     image.prefetched_renditions = list(image.renditions.all())  # the database, not a stale per-process cache
     ordered = sorted(specs)
     errors: dict[str, str] = {}
     permanent: set[str] = set()
-    started = timezone.now()
     try:
         generation.render(image, ordered)  # one read, one decode, one resize per size
         made = set(ordered)
     except Exception:  # noqa: BLE001 - one broken original must not stop the worker
         if not Image.objects.filter(pk=image.pk).exists():
-            cleanup.delete_stray_files(image, since=started)  # deleted while we rendered: the rows failed
-            return set()
+            return set()  # deleted while we rendered: the rows failed
         made = set()
         for spec in ordered:
             try:
@@ -183,7 +188,6 @@ def _delete_for_image(image_id: int, now) -> int:
         count = 0
         if doomed:
             count = cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=doomed))
-            signals.renditions_deleted.send(sender=Rendition, image_id=image_id, filter_specs=doomed)
         PendingDeletion.objects.filter(pk__in=[p.pk for p in pending]).delete()
     return count
 
@@ -194,6 +198,8 @@ def sweep() -> str:
     deleted = delete_due_renditions()
     cleanup.delete_files()  # files whose deletion failed or never ran (a storage outage, a killed worker)
     lost = set(QueuedImage.objects.filter(leased_until__lt=timezone.now()).values_list("image_id", flat=True))
+    cleanup.note_lost_workers(lost)  # their files without rows are removed once old enough
+    orphans = cleanup.sweep_orphans()
     wanted = _due_retries()
     if _broker_idle():
         # Nothing waits in the broker, so queue entries without a lease lost their task (a broker restart),
@@ -205,7 +211,7 @@ def sweep() -> str:
         QueuedImage.objects.filter(image_id__in=lost).update(leased_until=None)
         new = ledger.mark_queued(wanted - lost)
     queue.enqueue_generation(lost | new)
-    return f"{deleted}; re-queued {len(lost)} lost and {len(new)} new image task(s)"
+    return f"{deleted}; {orphans} orphan file(s) removed; re-queued {len(lost)} lost and {len(new)} new image task(s)"
 
 
 def _release_stale_claims() -> None:
