@@ -13,9 +13,9 @@ from datetime import timedelta
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
-from wagtail.images.models import Rendition, get_rendition_storage
+from wagtail.images.models import Rendition
 
-from .. import inventory, ledger, planning, queue, status, tasks
+from .. import cleanup, inventory, ledger, planning, queue, status, tasks
 from ..models import ClaimedRendition, Failure, QueuedImage
 
 KINDS = {
@@ -24,8 +24,11 @@ KINDS = {
     "stale_claim": "claim held by a post that is not live",
     "overdue_deletion": "released rendition still present past its due time",
     "missing_file": "claimed rendition row whose file is missing from storage",
-    "orphan_file": "file in the rendition folder with no Rendition row",
+    "orphan_file": "file named like a rendition of an existing original, with no Rendition row",
 }
+
+#: Files in the rendition folder that are not named like a rendition: another app's, never touched.
+UNKNOWN = "unknown, left alone"
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def _claimed_rows() -> list[inventory.RenditionRow]:
 
 
 def _missing_files(wrap: inventory.Wrap) -> list[Violation]:
-    storage = get_rendition_storage()
+    storage = cleanup.rendition_storage()
     rows = _claimed_rows()
     return [
         Violation("missing_file", None, row.image_id, row.filter_spec, row.file)
@@ -104,18 +107,32 @@ def _missing_files(wrap: inventory.Wrap) -> list[Violation]:
 
 
 def _orphans(min_age: float) -> list[Violation]:
-    """Files with no row; younger than ``min_age`` seconds they may be a rendition whose row is being inserted."""
-    storage = get_rendition_storage()
+    """Rendition-named files with no row; younger than ``min_age`` seconds they may be a rendition whose row is
+    being inserted. Files not named like a rendition of an existing original are :func:`unknown_files`."""
+    return [Violation("orphan_file", file=name) for name in _unused_files(min_age)[0]]
+
+
+def unknown_files(min_age: float = 0) -> list[str]:
+    """Files without a row in the rendition folder that are not named like a rendition: listed, left alone."""
+    return _unused_files(min_age)[1]
+
+
+def _unused_files(min_age: float) -> tuple[list[str], list[str]]:
+    storage = cleanup.rendition_storage()
     try:
         _, files = storage.listdir(inventory.RENDITION_FOLDER)
     except (FileNotFoundError, NotImplementedError):
-        return []
+        return [], []
     known = set(Rendition.objects.values_list("file", flat=True))
+    names = cleanup.rendition_names()
     cutoff = timezone.now() - timedelta(seconds=min_age)
-    found = []
+    orphans, unknown = [], []
     for name in sorted(files):
         path = f"{inventory.RENDITION_FOLDER}/{name}"
         if path in known:
+            continue
+        if not names.match(path):
+            unknown.append(path)
             continue
         if min_age > 0:
             try:
@@ -123,8 +140,8 @@ def _orphans(min_age: float) -> list[Violation]:
                     continue
             except (OSError, NotImplementedError):
                 pass
-        found.append(Violation("orphan_file", file=path))
-    return found
+        orphans.append(path)
+    return orphans, unknown
 
 
 def fix(violations: Collection[Violation]) -> list[str]:
@@ -146,15 +163,22 @@ def fix(violations: Collection[Violation]) -> list[str]:
     if due:
         done.append(f"ran due deletions for {len(due)} image(s): {tasks.delete_due_renditions(due)}")
     if missing := by_kind.get("missing_file", []):
-        Rendition.objects.filter(file__in=[v.file for v in missing]).delete()
+        for image_id in sorted({v.image_id for v in missing}):
+            with transaction.atomic():
+                ledger.lock_images([image_id])
+                files = [v.file for v in missing if v.image_id == image_id]
+                cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, file__in=files))
         done.append(f"deleted {len(missing)} rendition row(s) whose file was missing")
     requeue = {(v.image_id, v.filter_spec) for v in missing + by_kind.get("unqueued", [])}
     if requeue:
         done.append(f"queued {len(_queue(requeue))} image(s) for generation")
     if orphans := by_kind.get("orphan_file", []):
-        storage = get_rendition_storage()
+        storage = cleanup.rendition_storage()
+        names = cleanup.rendition_names()  # again: an original may have gone since the check
         for violation in orphans:
-            storage.delete(violation.file)
+            name = violation.file or ""
+            if names.match(name) and not Rendition.objects.filter(file=name).exists():
+                storage.delete(name)
         done.append(f"deleted {len(orphans)} orphan file(s)")
     return done
 

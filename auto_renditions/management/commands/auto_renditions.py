@@ -231,8 +231,10 @@ class Command(BaseCommand):
             "fixed": repairs,
             "remaining": [v.as_dict() for v in remaining] if options["fix"] else None,
             "ok": not remaining,
+            "unknown_files": (unknown := invariants.unknown_files(min_age)),
         }
         lines = [v.describe() for v in found]
+        lines += [f"{invariants.UNKNOWN}: {name}" for name in unknown]
         lines += [f"fixed: {line}" for line in repairs]
         if options["fix"] and found:
             lines += [f"still: {v.describe()}" for v in remaining]
