@@ -251,7 +251,8 @@ def _missing_file(site):
 
 
 def _orphan(site):
-    (Path(settings.MEDIA_ROOT) / "images" / "leftover.width-999.jpg").write_bytes(b"not a rendition")
+    stem = Path(site["images"]["a"].file.name).stem  # named like a rendition of an existing original
+    (Path(settings.MEDIA_ROOT) / "images" / f"{stem}.width-999.jpg").write_bytes(b"not a rendition")
 
 
 @pytest.mark.parametrize(
