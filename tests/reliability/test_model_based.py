@@ -17,13 +17,31 @@ from tests.reliability import invariants
 from tests.reliability.conftest import needs_pg_redis, spawn, worker
 
 WRITERS = 3
+
+#: Seeds that failed once run on every CI run as regressions, with the editor actions they failed within: 857569
+#: (a live post's rendition deleted by the stray-file cleanup of another image, issue 13) at the full 500, since
+#: the files that clashed (``w2-form1``/``w2-form11``) come late in writer 2's sequence; 7 and 505788 (deadlocks,
+#: a rolled-back ``image_saved``, stale renditions of a replaced original) and 20261125 (the documented walk) at
+#: 150: a writer's actions are a prefix of the same sequence at any count, and their failures were in the races
+#: of the first actions. ``RELIABILITY_OPS`` overrides the count for every seed.
+REGRESSION_SEEDS: dict[int, int] = {857569: 500, 7: 150, 505788: 150, 20261125: 150}
+
+
+def walk_seeds() -> list[tuple[int, int]]:
+    """``(seed, ops)`` pairs: ``RELIABILITY_SEED`` alone if set, else the regressions and one new random seed."""
+    default_ops = int(os.environ.get("RELIABILITY_OPS", "500"))
+    if os.environ.get("RELIABILITY_SEED"):
+        return [(int(os.environ["RELIABILITY_SEED"]), default_ops)]
+    ops = {seed: int(os.environ.get("RELIABILITY_OPS") or n) for seed, n in REGRESSION_SEEDS.items()}
+    return [*ops.items(), (random.randrange(10**6), default_ops)]
+
+
 pytestmark = [pytest.mark.reliability, pytest.mark.worker, pytest.mark.postgres_only, needs_pg_redis()]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path):
-    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(10**6))
-    ops = int(os.environ.get("RELIABILITY_OPS", "500"))
+@pytest.mark.parametrize("seed,ops", walk_seeds(), ids=lambda value: str(value))
+def test_random_walk_keeps_exactly_the_needed_renditions(tmp_path, seed, ops):
     print(f"\nreliability random walk: RELIABILITY_SEED={seed} RELIABILITY_OPS={ops} writers={WRITERS}")
     rnd = random.Random(seed)
     blog = make_blog()
