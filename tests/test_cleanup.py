@@ -152,10 +152,9 @@ def test_another_images_fresh_file_survives_the_cleanup_of_a_deleted_image(
 
 
 def _write(name: str, content: bytes = b"written by someone", age: float = 0) -> Path:
-    from auto_renditions.cleanup import rendition_storage
-
-    stored = rendition_storage().save(name, ContentFile(content))
-    path = Path(rendition_storage().path(stored))
+    storage = Rendition._meta.get_field("file").storage
+    stored = storage.save(name, ContentFile(content))
+    path = Path(storage.path(stored))
     if age:
         os.utime(path, (time.time() - age, time.time() - age))
     return path
