@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.db.models import Q
-from wagtail.images.models import Rendition, get_rendition_storage
+from wagtail.images.models import Rendition
 
 from . import cleanup, ledger, planning
 from .conf import get_settings
@@ -141,7 +141,7 @@ def _post_image_ids(post_ids: Collection[int]) -> set[int]:
 
 def measure(rows: Collection[RenditionRow], wrap: Wrap = no_progress) -> dict[int, int | None]:
     """Bytes on storage per rendition row (``None`` when the file is gone); one ``size()`` call per file."""
-    storage = get_rendition_storage()
+    storage = cleanup.rendition_storage()
     sizes: dict[int, int | None] = {}
     for row in wrap(rows, len(rows), "Measuring obsolete files"):
         try:
