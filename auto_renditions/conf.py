@@ -35,7 +35,8 @@ class AutoRenditionsSettings:
     #: readers) keeps pointing at old URLs for a while, and an editor may undo an unpublish; a day covers both.
     #: 0 deletes right after the releasing transaction commits.
     DELETE_GRACE_SECONDS: int = 24 * 60 * 60
-    #: Seconds one generation task may hold an image's lease; a worker that died is taken over after this.
+    #: Seconds one generation task may run (its django-q2 timeout). Its lease is shorter and renewed while it
+    #: runs, so a worker that died is taken over about a minute later (``tasks.LEASE_SECONDS``).
     TASK_TIMEOUT: int = 300
     #: Attempts per (image, spec) before a failure is left for an operator (``auto_renditions status``).
     MAX_ATTEMPTS: int = 3

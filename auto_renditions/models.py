@@ -90,7 +90,8 @@ class QueuedImage(models.Model):
     """An image with missing claimed renditions and a generation task on its way.
 
     ``token`` changes on every enqueue, so a task only removes the row if nobody queued more work meanwhile;
-    ``leased_until`` keeps two workers from generating the same image twice.
+    ``leased_until`` keeps two workers from generating the same image twice, and ``leased_by`` names the task
+    that holds it, so that only that task renews or returns it.
     """
 
     image = models.OneToOneField(
@@ -99,6 +100,12 @@ class QueuedImage(models.Model):
     token = models.UUIDField(default=uuid.uuid4)
     queued_at = models.DateTimeField(default=timezone.now)
     leased_until = models.DateTimeField(null=True, blank=True)
+    leased_by = models.UUIDField(null=True, blank=True)
+    #: Leases taken since the image last finished, counted as the lease is taken: a task that dies without a
+    #: word (a timeout, a killed worker, a lost connection) has used an attempt all the same.
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    #: Why the last attempt stopped, when the task could still tell.
+    error = models.TextField(blank=True, default="", db_default="")
 
     def __str__(self) -> str:
         return f"image {self.image_id} queued {self.queued_at:%Y-%m-%d %H:%M:%S}"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from django_q.exceptions import TimeoutException
 from PIL import Image as PILImage
 from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import Image, Rendition
@@ -27,15 +31,52 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (InvalidFilterSpecError, PILImag
 #: How often one task goes round when new work for its image arrives while it generates.
 MAX_ROUNDS = 5
 
+#: Seconds an image's lease lasts without renewal. A running task renews it every quarter of that (a heartbeat
+#: thread), so a worker that was killed is taken over about this long after it died, not after TASK_TIMEOUT.
+LEASE_SECONDS = 60
+
+#: What an attempt that ended without a word is recorded as (SIGKILL, out of memory, a power cut).
+DIED = "the worker stopped before it finished (killed, out of memory, or timed out)"
+
+
+@dataclass(frozen=True)
+class Lease:
+    image_id: int
+    holder: uuid.UUID
+    token: object
+    attempts: int
+
+
+def lease_seconds() -> int:
+    """A lease never needs to outlast the task: django-q2 stops it after TASK_TIMEOUT (and kills it 3 s later)."""
+    return min(LEASE_SECONDS, get_settings().TASK_TIMEOUT + 10)
+
 
 def generate_image_renditions(image_id: int) -> str:
     """Make every claimed, missing rendition of one image with one read of its original.
 
-    Holds the image's lease while it works, so a duplicate task (or a second worker host) leaves it alone.
+    Holds the image's lease while it works (renewed by a heartbeat), so a duplicate task (or a second worker
+    host) leaves it alone. Taking the lease uses one of the image's ``MAX_ATTEMPTS``, whatever ends the task;
+    a task that finds them used up records the missing renditions as failures instead of trying again.
     """
-    token = _acquire_lease(image_id)
-    if token is None:
+    lease = _acquire_lease(image_id)
+    if lease is None:
         return f"image {image_id}: another worker holds the lease"
+    if lease.attempts > get_settings().MAX_ATTEMPTS:
+        with transaction.atomic():
+            ledger.lock_images([image_id])
+            given_up = _give_up(image_id, holder=lease.holder)
+        return f"image {image_id}: gave up on {given_up} rendition(s) after {lease.attempts - 1} attempts"
+    try:
+        with Heartbeat(lease):
+            return _generate(lease)
+    except BaseException as error:  # a timeout is a SystemExit: count it and say why, then let django-q2 see it
+        _stopped(lease, error)
+        raise
+
+
+def _generate(lease: Lease) -> str:
+    image_id, token = lease.image_id, lease.token
     made: set[str] = set()
     for _ in range(MAX_ROUNDS):
         image = Image.objects.filter(pk=image_id).first()
@@ -46,8 +87,14 @@ def generate_image_renditions(image_id: int) -> str:
         made |= made_now
         token = _finish(image_id, token, made, source=(image.file.name, image.file_hash), made_now=made_now)
         if token is None:
-            break
-    return f"image {image_id}: made {len(made)} rendition(s)"
+            return f"image {image_id}: made {len(made)} rendition(s)"
+    with transaction.atomic():  # more work keeps arriving: hand it to a fresh task, with fresh attempts
+        ledger.lock_images([image_id])
+        if QueuedImage.objects.filter(image_id=image_id, leased_by=lease.holder).update(
+            leased_until=None, leased_by=None, attempts=0, error=""
+        ):
+            transaction.on_commit(lambda: queue.enqueue_generation([image_id]))
+    return f"image {image_id}: made {len(made)} rendition(s), more queued"
 
 
 def enqueue_generation_tasks(image_ids: list[int]) -> str:
@@ -62,10 +109,9 @@ def sync_posts(post_ids: list[int]) -> str:
     return f"posts {post_ids}: {len(change.added)} claim(s) added, {len(change.removed)} removed"
 
 
-def _acquire_lease(image_id: int) -> object | None:
-    """Take the image's lease; ``None`` if a live lease is held by another worker."""
+def _acquire_lease(image_id: int) -> Lease | None:
+    """Take the image's lease and count the attempt in the same update; ``None`` if another task holds it."""
     now = timezone.now()
-    until = now + timedelta(seconds=get_settings().TASK_TIMEOUT + 60)
     if not Image.objects.filter(pk=image_id).exists():
         QueuedImage.objects.filter(image_id=image_id).delete()  # queued while the image was being deleted
         return None
@@ -73,10 +119,136 @@ def _acquire_lease(image_id: int) -> object | None:
         QueuedImage.objects.get_or_create(image_id=image_id)  # a duplicate or re-queued task finds it gone
     except IntegrityError:  # the image was deleted meanwhile
         return None
+    holder = uuid.uuid4()
     free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
-    if not QueuedImage.objects.filter(free, image_id=image_id).update(leased_until=until):
+    taken = QueuedImage.objects.filter(free, image_id=image_id).update(
+        leased_until=now + timedelta(seconds=lease_seconds()), leased_by=holder, attempts=F("attempts") + 1
+    )
+    if not taken:
         return None
-    return QueuedImage.objects.filter(image_id=image_id).values_list("token", flat=True).first()
+    row = QueuedImage.objects.filter(image_id=image_id, leased_by=holder).values_list("token", "attempts").first()
+    return Lease(image_id, holder, *row) if row else None
+
+
+class Heartbeat:
+    """Renews a lease from a thread while its task runs; stops when the lease is no longer this task's.
+
+    Not inside a transaction (a test, a caller's ``atomic``): nobody else can see that lease before it commits.
+    """
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.seconds = lease_seconds()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if not connection.in_atomic_block:
+            self._thread = threading.Thread(target=self._run, name=f"lease-{self.lease.image_id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            # Not for long: a renewal that comes late matches no row once the task has returned its lease.
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.seconds / 4):
+                try:
+                    renewed = QueuedImage.objects.filter(
+                        image_id=self.lease.image_id, leased_by=self.lease.holder
+                    ).update(leased_until=timezone.now() + timedelta(seconds=self.seconds))
+                except DatabaseError as error:  # a dropped connection: try again with a new one next beat
+                    logger.warning("Could not renew the lease of image %s: %s", self.lease.image_id, error)
+                    connection.close()
+                    continue
+                if not renewed:
+                    return  # returned, or taken over after the task stalled longer than a lease
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _stopped(lease: Lease, error: BaseException) -> None:
+    """The task ended with an exception: say why on its queue entry, and hand the image back to the sweep at
+    once (or record its failures, if that was its last attempt). Best effort: the attempt is counted already."""
+    reason = _reason(error)
+    conf = get_settings()
+    logger.warning(
+        "Generating renditions of image %s stopped (attempt %s of %s): %s",
+        lease.image_id,
+        lease.attempts,
+        conf.MAX_ATTEMPTS,
+        reason,
+    )
+    try:
+        if not connection.in_atomic_block:
+            connection.close()  # it may be broken (a lost connection, a query cut off by the timeout)
+        with transaction.atomic():
+            ledger.lock_images([lease.image_id])
+            mine = QueuedImage.objects.filter(image_id=lease.image_id, leased_by=lease.holder)
+            if lease.attempts >= conf.MAX_ATTEMPTS:
+                if mine.exists():
+                    _give_up(lease.image_id, reason)
+            else:
+                mine.update(leased_until=timezone.now(), leased_by=None, error=reason)
+    except Exception:  # noqa: BLE001 - the lease runs out by itself and the sweep takes it from there
+        logger.warning("Could not record why image %s stopped", lease.image_id, exc_info=True)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, TimeoutException):
+        return f"timed out: {error}"
+    if isinstance(error, DatabaseError):
+        return f"lost the database connection ({type(error).__name__}: {error})".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+def _give_up(image_id: int, reason: str = "", *, holder: uuid.UUID | None = None) -> int:
+    """The image used up its attempts: its claimed, missing renditions become failures an operator sees
+    (``status``, the admin report) and nothing queues them again until a retry (call under the image's lock)."""
+    entry = QueuedImage.objects.filter(image_id=image_id)
+    if holder is not None:
+        entry = entry.filter(leased_by=holder)
+    row = entry.values_list("attempts", "error").first()
+    if row is None:
+        return 0
+    conf, now = get_settings(), timezone.now()
+    attempts = min(row[0], conf.MAX_ATTEMPTS)
+    message = f"{reason or row[1] or DIED} (gave up after {attempts} attempt(s))"
+    claimed = ledger.claimed_keys(image_id)
+    made = set(Rendition.objects.filter(image_id=image_id).values_list("filter_spec", flat=True))
+    missing = sorted(claimed - made)
+    Failure.objects.bulk_create(
+        [
+            Failure(
+                image_id=image_id,
+                filter_spec=spec,
+                error=message,
+                attempts=conf.MAX_ATTEMPTS,
+                first_failed_at=now,
+                last_failed_at=now,
+            )
+            for spec in missing
+        ],
+        update_conflicts=True,
+        unique_fields=["image", "filter_spec"],
+        update_fields=["error", "attempts", "last_failed_at"],
+    )
+    entry.delete()
+    logger.warning("Gave up on %s rendition(s) of image %s: %s", len(missing), image_id, message)
+    if missing:
+        errors = dict.fromkeys(missing, message)
+
+        def announce() -> None:
+            image = Image.objects.filter(pk=image_id).first()
+            if image is not None:
+                signals.renditions_failed.send(sender=Image, image=image, errors=errors)
+
+        transaction.on_commit(announce)
+    return len(missing)
 
 
 def _finish(
@@ -197,7 +369,8 @@ def sweep() -> str:
     _release_stale_claims()
     deleted = delete_due_renditions()
     cleanup.delete_files()  # files whose deletion failed or never ran (a storage outage, a killed worker)
-    lost = set(QueuedImage.objects.filter(leased_until__lt=timezone.now()).values_list("image_id", flat=True))
+    now = timezone.now()
+    lost = set(QueuedImage.objects.filter(leased_until__lt=now).values_list("image_id", flat=True))
     cleanup.note_lost_workers(lost)  # their files without rows are removed once old enough
     orphans = cleanup.sweep_orphans()
     wanted = _due_retries()
@@ -208,10 +381,31 @@ def sweep() -> str:
         wanted |= _images_with_missing_renditions()
     with transaction.atomic():
         ledger.lock_images(lost | wanted)
-        QueuedImage.objects.filter(image_id__in=lost).update(leased_until=None)
+        requeued, given_up = _take_back(lost, now)
         new = ledger.mark_queued(wanted - lost)
-    queue.enqueue_generation(lost | new)
-    return f"{deleted}; {orphans} orphan file(s) removed; re-queued {len(lost)} lost and {len(new)} new image task(s)"
+    queue.enqueue_generation(requeued | new)
+    return (
+        f"{deleted}; {orphans} orphan file(s) removed; re-queued {len(requeued)} lost and {len(new)} new image "
+        f"task(s), gave up on {given_up} image(s)"
+    )
+
+
+def _take_back(lost: set[int], now) -> tuple[set[int], int]:
+    """Free the leases read as lost that still are (a redelivered task may have taken one since: it keeps it);
+    an image whose attempts are used up gets its failures recorded instead of another task."""
+    free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+    requeued: set[int] = set()
+    given_up = 0
+    for image_id in sorted(lost):
+        entry = QueuedImage.objects.filter(free, image_id=image_id)
+        attempts = entry.values_list("attempts", flat=True).first()
+        if attempts is None:
+            continue
+        if attempts >= get_settings().MAX_ATTEMPTS:
+            given_up += bool(_give_up(image_id))
+        elif entry.update(leased_until=None, leased_by=None):  # conditional: a lease taken meanwhile stays
+            requeued.add(image_id)
+    return requeued, given_up
 
 
 def _release_stale_claims() -> None:

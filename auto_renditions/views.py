@@ -226,6 +226,8 @@ def retry(request, image_id: int):
     image = get_object_or_404(get_image_model(), pk=image_id)
     queued: set[int] = set()
     with transaction.atomic():
+        posts = ledger.posts_using_images([image.pk])
+        ledger.lock_posts(posts)  # the lock order everywhere: posts, then images
         ledger.lock_images([image.pk])
         whole_image = Failure.objects.filter(image_id=image.pk, filter_spec=ledger.WHOLE_IMAGE).exists()
         Failure.objects.filter(image_id=image.pk).delete()
@@ -234,7 +236,7 @@ def retry(request, image_id: int):
             new = set(queued)
             transaction.on_commit(lambda: queue.enqueue_generation(new))
         if whole_image:  # it could not even be planned: plan its posts again (records the failure if it persists)
-            change = ledger.sync_posts(ledger.posts_using_images([image.pk]))
+            change = ledger.sync_posts(posts)
             queued |= change.queued_images
     if queued:
         messages.success(request, _("Image “%(title)s” queued for its renditions again.") % {"title": image.title})

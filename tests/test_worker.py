@@ -1,12 +1,17 @@
 """The pipeline with a real ``manage.py qcluster`` process draining the real broker (ORM or Redis)."""
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import close_old_connections, connection
 from wagtail.images.models import Image, Rendition
 
+from auto_renditions import status, tasks
 from auto_renditions.models import Claim, Failure, QueuedImage
 from tests.factories import edit_post, make_image, make_post, photo_bytes
 from tests.harness import Worker, broker_queue_size, drained, wait_until
@@ -145,3 +150,120 @@ def test_a_missing_original_is_recorded_and_the_other_images_are_made(blog, sett
     failures = list(Failure.objects.filter(image=gone))
     assert failures and all("SourceImageIOError" in f.error or "FileNotFound" in f.error for f in failures)
     assert Image.objects.filter(pk=gone.pk).exists()
+
+
+def deliveries(worker: Worker, image) -> int:
+    """How many generation tasks for ``image`` the cluster started (django-q2 logs each at INFO)."""
+    name = f"auto_renditions.generate.{image.pk}"
+    return sum(1 for line in worker.output().splitlines() if "processing" in line and name in line)
+
+
+def given_up(image) -> bool:
+    close_old_connections()
+    return Failure.objects.filter(image=image).exists() and not QueuedImage.objects.filter(image=image).exists()
+
+
+def sweeping(predicate, seconds: float = 1.0):
+    """``predicate``, with the sweep run in between as its every-minute schedule would (sooner, to save time)."""
+
+    def check() -> bool:
+        if predicate():
+            return True
+        tasks.sweep()
+        time.sleep(seconds)
+        return False
+
+    return check
+
+
+def test_a_task_that_exceeds_its_timeout_is_tried_max_attempts_times_then_reported(blog, settings):
+    """Finding 2: django-q2 stops a task at its timeout with a SystemExit (and SIGTERMs the worker 3 s later).
+    Each such stop uses an attempt; after MAX_ATTEMPTS the missing renditions are failures, and nothing
+    queues the image again."""
+    limits = {"TASK_TIMEOUT": 1, "MAX_ATTEMPTS": 2}
+    settings.AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0, **limits}
+    big = make_image(6000, 4000, seed=3)  # seconds of AVIF encoding: far over a 1-second timeout
+    post = make_post(blog, "too-slow", images=[big])
+    with Worker(app_settings=limits) as worker:
+        wait_until(sweeping(lambda: given_up(big)), timeout=150, worker=worker, what="the image to be given up")
+        for _ in range(3):  # later sweeps leave it alone
+            tasks.sweep()
+            time.sleep(1)
+        log = worker.output()
+        assert deliveries(worker, big) == 2, log[-4000:]
+    failures = Failure.objects.filter(image=big)
+    assert set(failures.values_list("filter_spec", flat=True)) == {spec for i, spec in required(post) if i == big.pk}
+    assert all(f.attempts == 2 and ("timed out" in f.error or tasks.DIED in f.error) for f in failures)
+    assert status.exhausted_failures().filter(image=big).count() == failures.count()
+    assert not QueuedImage.objects.exists() and broker_queue_size() == 0
+
+
+def test_a_database_connection_dropped_mid_render_is_counted_and_recorded(blog, settings):
+    """Finding 2: a connection killed under the worker (``pg_terminate_backend``, an ``idle_session_timeout``)
+    ends the task with a database error; the attempt counts and says why."""
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_terminate_backend: runs in the PostgreSQL legs")
+    settings.AUTO_RENDITIONS = {"DELETE_GRACE_SECONDS": 0, "MAX_ATTEMPTS": 1}
+    big = make_image(6000, 4000, seed=4)
+    make_post(blog, "dropped", images=[big])
+    with Worker(app_settings={"MAX_ATTEMPTS": 1}) as worker:
+        wait_until(
+            lambda: QueuedImage.objects.filter(image=big, leased_until__isnull=False).exists(),
+            worker=worker,
+            what="the worker to take the lease",
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        wait_until(sweeping(lambda: given_up(big)), timeout=120, worker=worker, what="the attempt to be recorded")
+    failures = list(Failure.objects.filter(image=big))
+    assert failures and all("database connection" in f.error for f in failures), [f.error for f in failures]
+    wanted = {
+        spec for specs in Claim.objects.filter(image=big).values_list("filter_specs", flat=True) for spec in specs
+    }
+    made = set(Rendition.objects.filter(image=big).values_list("filter_spec", flat=True))
+    assert {f.filter_spec for f in failures} == wanted - made
+
+
+def test_a_killed_worker_is_taken_over_after_the_short_lease(blog):
+    """Finding 15: the whole qcluster is SIGKILLed mid-render. Its lease is renewed by a heartbeat, not held for
+    TASK_TIMEOUT + 60 s, so the image is queued again and finished about a minute later, not six."""
+    big = make_image(6000, 4000, seed=5)
+    post = make_post(blog, "killed", images=[big])
+    wanted = {key for key in required(post) if key[0] == big.pk}
+    with Worker() as worker:
+        wait_until(
+            lambda: QueuedImage.objects.filter(image=big, leased_until__isnull=False).exists(),
+            worker=worker,
+            what="the worker to take the lease",
+        )
+        time.sleep(1.5)
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        worker.process.wait()
+    killed = time.monotonic()
+    assert renditions(big) != wanted, "the kill came too late: generation had already finished"
+
+    requeued: list[float] = []
+
+    def taken_over() -> bool:
+        close_old_connections()
+        if "re-queued 0 lost" not in tasks.sweep():  # what the every-minute schedule does, every 2 s here
+            requeued.append(time.monotonic() - killed)
+            return True
+        time.sleep(2)
+        return False
+
+    with Worker() as fresh:
+        wait_until(taken_over, timeout=tasks.LEASE_SECONDS + 90, interval=0, worker=fresh, what="the takeover")
+
+        def finished() -> bool:
+            close_old_connections()
+            return renditions(big) == wanted and drained()
+
+        wait_until(finished, timeout=300, interval=1, worker=fresh, what="the image to be finished")
+    done = time.monotonic() - killed
+    print(f"killed worker's image re-queued {requeued[0]:.0f} s and finished {done:.0f} s after the kill")
+    # The lease runs out LEASE_SECONDS after its last renewal, at most a quarter of that before the kill.
+    assert requeued[0] < tasks.LEASE_SECONDS + 10
