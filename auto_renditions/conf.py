@@ -5,6 +5,7 @@ Read through :func:`get_settings` every time (never cached at import) so ``overr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from django.conf import settings
@@ -64,5 +65,19 @@ def get_settings() -> AutoRenditionsSettings:
             f"Unknown AUTO_RENDITIONS keys: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}"
         )
     if "KEEP_FILTER_SPECS" in user:
-        user["KEEP_FILTER_SPECS"] = tuple(user["KEEP_FILTER_SPECS"])
+        user["KEEP_FILTER_SPECS"] = _filter_specs(user["KEEP_FILTER_SPECS"])
     return AutoRenditionsSettings(**user)
+
+
+def _filter_specs(value: object) -> tuple[str, ...]:
+    """KEEP_FILTER_SPECS as a tuple; a lone string is refused, or it would become a list of single characters."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        hint = f" (one spec: ({value!r},))" if isinstance(value, str) else ""
+        raise TypeError(
+            f"AUTO_RENDITIONS['KEEP_FILTER_SPECS'] must be a list or tuple of filter specs, not {value!r}{hint}."
+        )
+    specs = tuple(value)
+    wrong = [spec for spec in specs if not isinstance(spec, str) or not spec]
+    if wrong:
+        raise TypeError(f"AUTO_RENDITIONS['KEEP_FILTER_SPECS'] must hold non-empty strings, not {wrong!r}.")
+    return specs

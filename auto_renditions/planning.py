@@ -1,4 +1,5 @@
-"""Pure planning: what a post requires, and how that differs from what it claims. No queries in here.
+"""Pure planning: what a post requires, and how that differs from what it claims. No queries and no storage
+access in here.
 
 The requirement is django-cast's own: ``RenditionFilters.from_wagtail_image_with_type`` for every
 ``(image_type, image)`` of ``Post.get_all_images()`` (or the same pairs as :class:`ImageRow`, which the ledger
@@ -63,14 +64,10 @@ def required_renditions(images_with_type: Iterable[tuple[str, Any]]) -> Requirem
     specs: dict[int, set[str]] = defaultdict(set)
     unplannable: dict[int, Unplannable] = {}
     for image_type, image in images_with_type:
-        file_name = image.file_name if isinstance(image, ImageRow) else image.file.name
-        shape = (image_type, image.width, image.height, os.path.splitext(file_name)[1])
+        original = _Original.of(image)
+        shape = (image_type, original.width, original.height, os.path.splitext(original.file.name)[1])
         if shape not in planned:
-            try:
-                filters = RenditionFilters.from_wagtail_image_with_type(_as_wagtail_image(image), image_type)
-                planned[shape] = frozenset(filters.filter_strings)
-            except (ValueError, ZeroDivisionError) as error:  # unsupported format, or 0×0 dimensions
-                planned[shape] = f"{type(error).__name__}: {error}"
+            planned[shape] = _plan(original, image_type)
         answer = planned[shape]
         if isinstance(answer, str):
             unplannable.setdefault(image.pk, Unplannable(image.pk, answer))
@@ -79,16 +76,39 @@ def required_renditions(images_with_type: Iterable[tuple[str, Any]]) -> Requirem
     return Requirement({image_id: frozenset(s) for image_id, s in specs.items()}, list(unplannable.values()))
 
 
-def _as_wagtail_image(image: Any) -> Any:
-    """django-cast plans from a Wagtail image: an unsaved one stands in for a row (it reads size and name)."""
-    if not isinstance(image, ImageRow):
-        return image
-    from wagtail.images import get_image_model
+@dataclass(frozen=True)
+class _FileName:
+    name: str
 
-    # collection_id given: its default would look the root collection up in the database.
-    return get_image_model()(
-        pk=image.pk, width=image.width, height=image.height, file=image.file_name, collection_id=None
-    )
+
+@dataclass(frozen=True)
+class _Original:
+    """All that django-cast's ``RenditionFilters.from_wagtail_image`` reads of an image: its size and file name.
+
+    It stands in for a Wagtail image because an image model instance with a width or height of 0 or ``None``
+    makes Django's ``ImageField`` open the original to read the size (``update_dimension_fields``, on
+    ``post_init``): a storage round trip per image, and an exception when the file is gone.
+    """
+
+    width: Any
+    height: Any
+    file: _FileName
+
+    @classmethod
+    def of(cls, image: Any) -> _Original:
+        file_name = image.file_name if isinstance(image, ImageRow) else image.file.name
+        return cls(image.width, image.height, _FileName(file_name or ""))
+
+
+def _plan(original: _Original, image_type: str) -> frozenset[str] | str:
+    """django-cast's filter specs for one image, or why it has none (an unusable size, an unsupported format)."""
+    width, height = original.width, original.height
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        return f"no usable size recorded for the original (width={width!r}, height={height!r})"
+    try:
+        return frozenset(RenditionFilters.from_wagtail_image_with_type(original, image_type).filter_strings)
+    except (ValueError, ArithmeticError) as error:  # unsupported format, a degenerate aspect ratio
+        return f"{type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True)

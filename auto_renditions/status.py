@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
@@ -33,11 +34,12 @@ def _missing_claims():
     return ClaimedRendition.objects.annotate(made=Exists(has_rendition), failed=Exists(has_failure))
 
 
-def post_progress(post_ids=None) -> list[PostProgress]:
-    """Per live post: claimed renditions, how many are not made yet, and how many of those failed."""
+def post_progress(post_ids: Iterable[int] | QuerySet | None = None) -> list[PostProgress]:
+    """Per live post (among ``post_ids``, ids or a subquery): claimed renditions, how many are not made yet, and
+    how many of those failed."""
     claims = _missing_claims()
     if post_ids is not None:
-        claims = claims.filter(post_id__in=list(post_ids))
+        claims = claims.filter(post_id__in=post_ids if isinstance(post_ids, QuerySet) else list(post_ids))
     rows = (
         claims.values("post_id", "post__title")
         .annotate(
@@ -50,13 +52,14 @@ def post_progress(post_ids=None) -> list[PostProgress]:
     return [PostProgress(r["post_id"], r["post__title"], r["required"], r["pending"], r["failed"]) for r in rows]
 
 
-def posts_not_ready() -> list[PostProgress]:
-    return [p for p in post_progress() if not p.ready]
+def posts_not_ready(post_ids: Iterable[int] | QuerySet | None = None) -> list[PostProgress]:
+    return [p for p in post_progress(post_ids) if not p.ready]
 
 
 def failures():
     """Failed renditions, newest first (``image``, ``filter_spec``, ``error``, ``attempts``)."""
-    return Failure.objects.select_related("image").order_by("-last_failed_at")
+    # Without the file: an image with no usable size would make Django's ImageField open the original.
+    return Failure.objects.select_related("image").defer("image__file").order_by("-last_failed_at")
 
 
 def exhausted_failures():
@@ -64,7 +67,7 @@ def exhausted_failures():
 
 
 def pending_deletions():
-    return PendingDeletion.objects.select_related("image").order_by("due_at")
+    return PendingDeletion.objects.select_related("image").defer("image__file").order_by("due_at")
 
 
 def overdue_deletions():

@@ -1,7 +1,9 @@
 """Wagtail admin views: the renditions report (pending posts, failures, deletions, queue) and the retry action.
 
 Everything here reads through :mod:`auto_renditions.status` and writes through :mod:`auto_renditions.ledger`;
-the views only add permission checks, filtering and pagination (Wagtail's own report machinery).
+the views only add permission checks, filtering and pagination (Wagtail's own report machinery). A user sees
+the failures and deletions of the images Wagtail lets them change (collection permissions) and the posts they
+may edit, and retries only images they may change.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 import django_filters
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.core.exceptions import BadRequest, PermissionDenied
+from django.core.validators import MaxValueValidator
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
@@ -25,6 +29,8 @@ from wagtail.admin.filters import WagtailFilterSet
 from wagtail.admin.ui.tables import Column, DateColumn, NumberColumn, TitleColumn
 from wagtail.admin.views.reports import ReportView
 from wagtail.images import get_image_model
+from wagtail.models import Page
+from wagtail.permission_policies.pages import PagePermissionPolicy
 from wagtail.permissions import policy_registry
 
 from . import ledger, queue, status
@@ -38,15 +44,47 @@ STATES = [
 ]
 
 
+def _image_policy():
+    return policy_registry.get_by_type(get_image_model())
+
+
 def can_view(user) -> bool:
     """Wagtail admin access and the right to change images (model or collection permission)."""
     if not (user.is_active and user.is_authenticated and user.has_perm("wagtailadmin.access_admin")):
         return False
     if user.has_perm("wagtailimages.change_image"):
         return True
-    policy = policy_registry.get_by_type(get_image_model())
+    policy = _image_policy()
     # user_has_any_permission checks exactly "change" (user_has_permission would also accept "add").
     return bool(policy and policy.user_has_any_permission(user, ["change"]))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one user may see in the report: the images they may change and the posts they may edit (Wagtail's
+    collection and page permissions), as subqueries; ``None`` means all (a superuser)."""
+
+    images: QuerySet | None
+    posts: QuerySet | None
+
+    @classmethod
+    def of(cls, user) -> Scope:
+        if user.is_active and user.is_superuser:
+            return cls(None, None)
+        images = _image_policy().instances_user_has_permission_for(user, "change").values("pk")
+        posts = PagePermissionPolicy().instances_user_has_permission_for(user, "change").values("pk")
+        return cls(images, posts)
+
+    def image_rows(self, rows: QuerySet) -> QuerySet:
+        """Rows with an ``image`` foreign key, narrowed to the images in scope."""
+        return rows if self.images is None else rows.filter(image_id__in=self.images)
+
+    def post_ids(self, posts: QuerySet | None = None) -> QuerySet | None:
+        """The ids of ``posts`` (or of every post) in scope; ``None`` for every post."""
+        if posts is None:
+            return self.posts
+        posts = posts if self.posts is None else posts.filter(pk__in=self.posts)
+        return posts.values("pk")
 
 
 def report_url(state: str = PENDING, post_id: int | None = None) -> str:
@@ -69,26 +107,36 @@ class Summary:
     broker_queue_size: int | None
 
     @classmethod
-    def collect(cls) -> Summary:
-        not_ready = status.posts_not_ready()
+    def collect(cls, scope: Scope = Scope(None, None)) -> Summary:
+        """The counts over what ``scope`` lets a user see (the broker's queue length names no image: site-wide)."""
+        not_ready = status.posts_not_ready(scope.post_ids())
         return cls(
             posts_not_ready=len(not_ready),
             pending=sum(p.pending for p in not_ready),
-            failures=status.failures().count(),
-            exhausted=status.exhausted_failures().count(),
-            pending_deletions=status.pending_deletions().count(),
-            overdue_deletions=status.overdue_deletions().count(),
-            queued_images=status.queued_images().count(),
-            in_flight=status.in_flight().count(),
+            failures=scope.image_rows(status.failures()).count(),
+            exhausted=scope.image_rows(status.exhausted_failures()).count(),
+            pending_deletions=scope.image_rows(status.pending_deletions()).count(),
+            overdue_deletions=scope.image_rows(status.overdue_deletions()).count(),
+            queued_images=scope.image_rows(status.queued_images()).count(),
+            in_flight=scope.image_rows(status.in_flight()).count(),
             broker_queue_size=status.broker_queue_size(),
         )
+
+
+class PageIdFilter(django_filters.NumberFilter):
+    """A page id the database's id column can hold: SQLite raises on a larger one instead of matching nothing."""
+
+    field_class = forms.IntegerField
+
+    def get_max_validator(self) -> MaxValueValidator:
+        return MaxValueValidator(connection.ops.integer_field_range(Page._meta.pk.get_internal_type())[1])
 
 
 class RenditionsReportFilterSet(WagtailFilterSet):
     state = django_filters.ChoiceFilter(
         label=_("State"), choices=STATES, empty_label=None, widget=forms.RadioSelect, method="keep"
     )
-    post = django_filters.NumberFilter(label=_("Post ID"), method="keep")
+    post = PageIdFilter(label=_("Post ID"), method="keep", min_value=1)
 
     class Meta:
         model = Failure  # the rows come from several queries; the view applies the cleaned values itself
@@ -159,10 +207,17 @@ class RenditionsReportView(ReportView):
         return super().dispatch(request, *args, **kwargs)
 
     @cached_property
+    def scope(self) -> Scope:
+        return Scope.of(self.request.user)
+
+    @cached_property
     def cleaned_filters(self) -> dict:
-        if self.filters and self.filters.is_valid():
-            return self.filters.form.cleaned_data
-        return {}
+        if not self.filters:
+            return {}
+        if not self.filters.is_valid():
+            # Say so rather than show an unfiltered report that looks like the one asked for.
+            raise BadRequest(f"Invalid report filter: {self.filters.errors.as_text()}")
+        return self.filters.form.cleaned_data
 
     @cached_property
     def state(self) -> str:
@@ -200,10 +255,10 @@ class RenditionsReportView(ReportView):
                 posts = posts.filter(pk=self.post_id)
             if self.search_query:
                 posts = posts.filter(title__icontains=self.search_query)
-            scoped = self.post_id is not None or self.search_query
-            progress = status.post_progress(posts.values_list("pk", flat=True) if scoped else None)
+            narrowed = self.post_id is not None or self.search_query
+            progress = status.post_progress(self.scope.post_ids(posts if narrowed else None))
             return [p for p in progress if not p.ready]
-        rows = status.failures() if self.state == FAILED else status.pending_deletions()
+        rows = self.scope.image_rows(status.failures() if self.state == FAILED else status.pending_deletions())
         if self.post_id is not None:
             rows = rows.filter(image_id__in=self._claimed_images())
         if self.search_query:
@@ -212,7 +267,7 @@ class RenditionsReportView(ReportView):
 
     def get_context_data(self, *args, **kwargs):
         context = super().get_context_data(*args, **kwargs)
-        context["summary"] = Summary.collect()
+        context["summary"] = Summary.collect(self.scope)
         context["state"] = self.state
         context["state_label"] = dict(STATES)[self.state]
         return context
@@ -223,7 +278,9 @@ def retry(request, image_id: int):
     """Forget an image's failures and queue its claimed renditions again (the worker retries at once)."""
     if not can_view(request.user):
         raise PermissionDenied
-    image = get_object_or_404(get_image_model(), pk=image_id)
+    image = _image_or_404(image_id)
+    if not _image_policy().user_has_permission_for_instance(request.user, "change", image):
+        raise PermissionDenied
     queued: set[int] = set()
     with transaction.atomic():
         posts = ledger.posts_using_images([image.pk])
@@ -246,3 +303,8 @@ def retry(request, image_id: int):
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         next_url = report_url(FAILED)
     return HttpResponseRedirect(next_url)
+
+
+def _image_or_404(image_id: int):
+    """The image, loaded without its file (an unusable size would make Django's ImageField open the original)."""
+    return get_object_or_404(get_image_model().objects.defer("file"), pk=image_id)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.files.base import ContentFile
 from django.test import Client
+from django.utils import timezone
+from wagtail.images.models import Image
 from wagtail.models import Collection, GroupCollectionPermission, GroupPagePermission, Page
 
-from auto_renditions import status
+from auto_renditions import ledger, status
 from auto_renditions.models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 from auto_renditions.views import RenditionsReportView
 from tests import harness
@@ -35,21 +38,21 @@ def edit_status(client: Client, post) -> str | None:
     return f"{match.group(1)}: {' '.join(re.sub(r'<[^>]+>', ' ', match.group(2)).split())}" if match else None
 
 
-def make_editor(username: str, *, image_permission: bool):
-    """A non-superuser with admin access and page edit rights; optionally allowed to change images."""
+def make_editor(username: str, *, image_permission: bool, collection=None, pages=None):
+    """A non-superuser with admin access and page edit rights (under ``pages``, default: all); optionally allowed
+    to change images (in ``collection``, default: all)."""
     group = Group.objects.create(name=f"group-{username}")
     group.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
-    root = Page.objects.get(depth=1)
     for codename in ("add_page", "change_page", "publish_page"):
         GroupPagePermission.objects.create(
             group=group,
-            page=root,
+            page=pages or Page.objects.get(depth=1),
             permission=Permission.objects.get(content_type__app_label="wagtailcore", codename=codename),
         )
     if image_permission:
         GroupCollectionPermission.objects.create(
             group=group,
-            collection=Collection.get_first_root_node(),
+            collection=collection or Collection.get_first_root_node(),
             permission=Permission.objects.get(content_type__app_label="wagtailimages", codename="change_image"),
         )
     user = get_user_model().objects.create_user(username, f"{username}@example.com", "password")
@@ -259,3 +262,146 @@ def test_app_adds_no_public_url():
     assert resolve(REPORT).namespaces == ["auto_renditions"]
     assert resolve(REPORT).route.startswith("cms/")  # only under the admin mount
     assert "auto_renditions" not in resolve("/auto-renditions/").namespaces  # Wagtail's page serving, not ours
+
+
+def summary_text(html: str) -> str:
+    """The summary's figures as a reader gets them: each term and its description, entries apart."""
+    block = re.search(r"<dl[^>]*>(.*?)</dl>", html, re.S)
+    assert block, "no summary list in the report"
+    entries = re.findall(r"<dt[^>]*>(.*?)</dt>\s*<dd[^>]*>(.*?)</dd>", block.group(1), re.S)
+
+    def text(fragment: str) -> str:
+        return " ".join(re.sub(r"<[^>]+>", "", fragment).split())
+
+    return " | ".join(f"{text(term)} {text(value)}" for term, value in entries)
+
+
+@pytest.mark.django_db
+def test_summary_is_a_list_of_figures_that_reads_apart(admin_client, gallery_post):
+    html = admin_client.get(REPORT).content.decode()
+    required = ClaimedRendition.objects.filter(post=gallery_post).count()
+    queued = QueuedImage.objects.count()
+    broker = summary(html, "broker_queue_size")
+    assert summary_text(html) == (
+        f"Pending renditions: {required} (1 post) | Failures: 0 (0 out of retries) | "
+        f"Awaiting deletion: 0 (0 due now) | Queued images: {queued} | In flight: 0 | Broker queue: {broker}"
+    )
+
+
+def test_templates_use_only_utility_classes_wagtail_defines():
+    """Wagtail's admin CSS holds only the utility classes Wagtail itself uses; another one silently does nothing
+    (a missing gap ran the summary's figures together: "(3 posts)Failures: 0")."""
+    import wagtail.admin
+
+    import auto_renditions
+
+    css = (Path(wagtail.admin.__file__).parent / "static/wagtailadmin/css/core.css").read_text()
+    defined = set(re.findall(r"\.(w-[\w-]+)(?=[\s{,:>.)\[])", css))
+    templates = Path(auto_renditions.__file__).parent / "templates"
+    used = {
+        name
+        for template in templates.rglob("*.html")
+        for classes in re.findall(r'class="([^"{]*)"', template.read_text())
+        for name in classes.split()
+        if name.startswith("w-")
+    }
+    assert used and used <= defined, sorted(used - defined)
+
+
+@pytest.fixture
+def two_collections(blog):
+    """Images in two collections, one post showing all of them, a failure and a pending deletion for each."""
+    root = Collection.get_first_root_node()
+    ours, theirs = root.add_child(name="Ours"), root.add_child(name="Theirs")
+    mine, other = make_image(600, 400), make_image(800, 600)
+    Image.objects.filter(pk=mine.pk).update(collection=ours)
+    Image.objects.filter(pk=other.pk).update(collection=theirs)
+    post = make_post(blog, "both", images=[mine, other])
+    for image in (mine, other):
+        Failure.objects.create(image=image, filter_spec="width-10", error=f"induced {image.title}", attempts=3)
+        PendingDeletion.objects.create(image=image, filter_spec="width-20", due_at=timezone.now())
+    return {"ours": ours, "mine": mine, "other": other, "post": post}
+
+
+@pytest.mark.django_db
+def test_report_shows_only_images_the_user_may_change(two_collections):
+    mine, other = two_collections["mine"], two_collections["other"]
+    client = Client()
+    client.force_login(make_editor("limited", image_permission=True, collection=two_collections["ours"]))
+
+    response = client.get(REPORT, {"state": "failed"})
+    html = response.content.decode()
+    assert [row.image_id for row in response.context["object_list"]] == [mine.pk]
+    assert f"induced {mine.title}" in html and f"induced {other.title}" not in html
+    assert f"/retry/{other.pk}/" not in html
+    assert summary(html, "failures") == summary(html, "exhausted") == "1"
+    assert summary(html, "pending_deletions") == summary(html, "overdue_deletions") == "1"
+    assert summary(html, "queued_images") == str(QueuedImage.objects.filter(image=mine).count())
+
+    response = client.get(REPORT, {"state": "deleting"})
+    assert [row.image_id for row in response.context["object_list"]] == [mine.pk]
+
+    superuser = Client()
+    superuser.force_login(get_user_model().objects.get(username="editor"))
+    response = superuser.get(REPORT, {"state": "failed"})
+    assert {row.image_id for row in response.context["object_list"]} == {mine.pk, other.pk}
+    assert summary(response.content.decode(), "failures") == "2"
+
+
+@pytest.mark.django_db
+def test_retry_only_for_images_the_user_may_change(two_collections):
+    mine, other = two_collections["mine"], two_collections["other"]
+    client = Client()
+    client.force_login(make_editor("limited", image_permission=True, collection=two_collections["ours"]))
+
+    assert_denied(client, "post", f"/cms/auto-renditions/retry/{other.pk}/")
+    assert Failure.objects.filter(image=other).exists()  # the denied retry changed nothing
+    assert client.post(f"/cms/auto-renditions/retry/{mine.pk}/").status_code == 302
+    assert not Failure.objects.filter(image=mine).exists()
+
+
+@pytest.mark.django_db
+def test_pending_posts_only_those_the_user_may_edit(blog):
+    from tests.factories import make_blog
+
+    image = make_image(600, 400)
+    other_blog = make_blog("other")
+    ours, theirs = make_post(blog, "ours", images=[image]), make_post(other_blog, "theirs", images=[image])
+    client = Client()
+    client.force_login(make_editor("limited", image_permission=True, pages=blog))
+
+    response = client.get(REPORT)
+    assert [row.post_id for row in response.context["object_list"]] == [ours.pk]
+    html = response.content.decode()
+    assert "theirs" not in html
+    assert summary(html, "pending") == str(ClaimedRendition.objects.filter(post=ours).count())
+    assert client.get(REPORT, {"post": theirs.pk}).context["object_list"] == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("post", ["99999999999999999999", str(2**63), "0", "-1", "1.5", "abc"])
+def test_report_filter_out_of_range_is_a_bad_request(admin_client, gallery_post, post):
+    assert admin_client.get(REPORT, {"post": post}).status_code == 400
+    assert admin_client.get(RESULTS, {"state": "failed", "post": post}).status_code == 400
+    assert admin_client.get(REPORT, {"post": gallery_post.pk}).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("image_id", ["99999999999999999999", str(2**63), "2147483648"])
+def test_retry_of_an_id_no_column_holds_is_not_found(admin_client, image_id):
+    assert admin_client.post(f"/cms/auto-renditions/retry/{image_id}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_failures_of_an_image_row_without_size_or_original_are_listed_and_retried(blog, admin_client):
+    good, bad = make_image(600, 400), make_image(800, 600)
+    bad.file.storage.delete(bad.file.name)
+    Image.objects.filter(pk=bad.pk).update(width=0)
+    make_post(blog, "mixed", images=[good, bad])
+    assert Failure.objects.filter(image=bad, filter_spec=ledger.WHOLE_IMAGE).exists()
+
+    response = admin_client.get(REPORT, {"state": "failed"})
+    assert response.status_code == 200
+    assert [row.image_id for row in response.context["object_list"]] == [bad.pk]
+    assert admin_client.post(f"/cms/auto-renditions/retry/{bad.pk}/").status_code == 302
+    assert Failure.objects.filter(image=bad, filter_spec=ledger.WHOLE_IMAGE).exists()  # planned again: still bad

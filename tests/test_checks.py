@@ -77,6 +77,10 @@ def test_sqlite_without_immediate_transactions_is_a_warning(settings):
         ({"DELETE_GRACE_SECONDS": -5}, "auto_renditions.E002"),
         ({"TASK_TIMEOUT": "300"}, "auto_renditions.E002"),
         ({"SERIAL_RENDER_PIXELS": -1}, "auto_renditions.E002"),
+        ({"KEEP_FILTER_SPECS": "max-165x165"}, "auto_renditions.E001"),  # would keep "m", "a", "x", ...
+        ({"KEEP_FILTER_SPECS": ["max-165x165", 165]}, "auto_renditions.E001"),
+        ({"KEEP_FILTER_SPECS": ["max-165x165", ""]}, "auto_renditions.E001"),
+        ({"KEEP_FILTER_SPECS": None}, "auto_renditions.E001"),
     ],
 )
 def test_bad_settings_are_errors(settings, value, expected):
@@ -95,3 +99,16 @@ def test_defaults_are_documented_values(settings):
     defaults = conf.get_settings()
     assert defaults.DELETE_GRACE_SECONDS == 86400 and defaults.MAX_ATTEMPTS == 3
     assert "max-165x165" in defaults.KEEP_FILTER_SPECS
+
+
+def test_keep_filter_specs_string_error_shows_the_tuple_to_write(settings):
+    settings.AUTO_RENDITIONS = {"KEEP_FILTER_SPECS": "max-165x165"}
+    [error] = [m for m in app_checks.check_settings() if m.id == "auto_renditions.E001"]
+    assert "('max-165x165',)" in error.msg
+
+
+@pytest.mark.parametrize("value", [["max-165x165"], ("max-165x165", "width-400"), {"original"}, []])
+def test_keep_filter_specs_collections_are_accepted(settings, value):
+    settings.AUTO_RENDITIONS = {"KEEP_FILTER_SPECS": value}
+    assert not app_checks.check_settings()
+    assert set(conf.get_settings().KEEP_FILTER_SPECS) == set(value)

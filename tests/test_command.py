@@ -198,6 +198,13 @@ def test_sync_releases_claims_of_posts_that_are_not_live(site):
         ("sync", "--dry-run", "--now"),
         ("sync", "--prune"),  # deleting needs --yes when there is no terminal to ask on
         ("check", "--min-orphan-age", "-1"),
+        ("check", "--min-orphan-age", "nan"),
+        ("check", "--fix", "--min-orphan-age", "inf"),
+        ("check", "--min-orphan-age", "1e20"),
+        ("plan", "--post-slug", ""),
+        ("plan", "--blog-slug", " "),
+        ("sync", "--prune", "--yes", "--post-slug", ""),  # would prune the whole site
+        ("sync", "--prune", "--yes", "--blog-slug", ""),
     ],
 )
 def test_bad_input_exits_2_and_changes_nothing(site, args):
@@ -205,6 +212,72 @@ def test_bad_input_exits_2_and_changes_nothing(site, args):
     code, _ = run(*args)
     assert code == 2
     assert state() == before
+
+
+def test_bad_orphan_age_on_the_command_line_is_a_message_not_a_traceback(site):
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "auto_renditions", "check", "--min-orphan-age", "nan"],
+        cwd=harness.ROOT,
+        env=harness.Worker().env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--min-orphan-age must be a number of seconds from 0 to" in result.stderr
+
+
+def test_an_ambiguous_blog_slug_is_refused_and_the_blogs_listed(site):
+    from cast.models import Blog
+    from wagtail.models import Page, Site
+
+    section = Site.objects.get(is_default_site=True).root_page.add_child(
+        instance=Page(title="Archive", slug="archive")
+    )
+    other = section.add_child(instance=Blog(title="Old blog", slug="blog", owner=site["blog"].owner))
+    make_post(other, "old-post", images=[site["images"]["d"]])
+    before = state()
+    for args in (("plan",), ("sync", "--prune", "--yes")):
+        with pytest.raises(CommandError) as raised:
+            call_command("auto_renditions", *args, "--blog-slug", "blog", stdout=StringIO(), stderr=StringIO())
+        assert raised.value.returncode == 2
+        message = str(raised.value)
+        assert f"id {site['blog'].pk} at " in message and f"id {other.pk} at {other.url_path}" in message
+    assert state() == before
+
+
+def _without_size_or_original(image) -> None:
+    """An image row as a failed upload or a restored backup leaves it: width 0 and the original gone."""
+    from wagtail.images.models import Image
+
+    (Path(settings.MEDIA_ROOT) / image.file.name).unlink()
+    Image.objects.filter(pk=image.pk).update(width=0)
+
+
+def test_an_image_row_without_size_or_original_does_not_stop_plan_sync_check(site):
+    images = site["images"]
+    bad = make_image(800, 600)
+    _without_size_or_original(bad)
+    p4 = make_post(site["blog"], "p4", images=[bad, images["d"]])
+    required = site["required"] | specs(images["d"], "regular")
+
+    code, data = run_json("plan")
+    assert code == 0
+    assert [item["image_id"] for item in data["unplannable"]] == [bad.pk]
+    assert data["required"] == len(required)
+
+    code, data = run_json("sync")
+    assert code == 0, json.dumps(data)
+    assert set(ClaimedRendition.objects.values_list("image_id", "filter_spec")) == required
+    assert Claim.objects.filter(post=p4, image=images["d"]).exists()
+    assert list(Failure.objects.filter(image=bad).values_list("filter_spec", flat=True)) == ["*"]
+
+    assert run("check", "--min-orphan-age", "0")[0] == 0
+    code, data = run_json("sync", "--prune", "--yes", "--now")
+    assert code == 0, json.dumps(data)
+    assert required <= set(Rendition.objects.values_list("image_id", "filter_spec"))
+    assert run("check", "--min-orphan-age", "0")[0] == 0
 
 
 def test_dry_run_changes_nothing(site):

@@ -1,10 +1,16 @@
-"""The planner is pure: it takes images (no DB needed) and returns django-cast's own required filter specs."""
+"""The planner is pure: it takes images (no DB needed) and returns django-cast's own required filter specs.
+
+It never touches storage either: an image row without a usable size (and without its original) is reported as
+unplannable while the rest of its post is planned.
+"""
 
 import pytest
 from cast.renditions import RenditionFilters
 from wagtail.images.models import Image
 
-from auto_renditions import planning
+from auto_renditions import ledger, planning
+from auto_renditions.models import Claim, Failure, QueuedImage
+from tests.factories import make_image, make_post
 
 
 def image(pk: int, width: int, height: int, name: str = "photo.jpg") -> Image:
@@ -98,3 +104,37 @@ def test_small_image_gets_format_conversion_only():
 def test_by_image_groups_specs():
     keys = {(1, "a"), (1, "b"), (2, "a")}
     assert planning.by_image(keys) == {1: {"a", "b"}, 2: {"a"}}
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 300), (400, 0), (400, None), (None, None), (-4, 3)])
+def test_an_image_without_a_usable_size_is_unplannable_and_the_rest_is_planned(width, height):
+    good = planning.ImageRow(1, 4000, 3000, "original_images/good.jpg")
+    bad = planning.ImageRow(2, width, height, "original_images/gone.jpg")
+    requirement = planning.required_renditions([("regular", good), ("gallery", bad), ("gallery", good)])
+    expected = planning.required_renditions([("regular", good), ("gallery", good)])
+    assert requirement.specs == expected.specs and requirement.image_ids == {1}
+    assert [u.image_id for u in requirement.unplannable] == [2]
+    assert f"width={width!r}, height={height!r}" in requirement.unplannable[0].error
+
+
+def _without_size_or_original(image) -> None:
+    """An image row as a failed upload or a restored backup leaves it: width 0 and the original gone."""
+    image.file.storage.delete(image.file.name)
+    Image.objects.filter(pk=image.pk).update(width=0)
+
+
+@pytest.mark.django_db
+def test_publish_plans_the_good_images_of_a_post_with_an_image_row_without_size_or_original(blog):
+    good, shared, bad = make_image(1600, 1200), make_image(600, 400), make_image(800, 600)
+    _without_size_or_original(bad)
+    post = make_post(blog, "mixed", images=[good, bad], galleries=[[shared, bad]])
+
+    claimed = {image_id: set(specs) for image_id, specs in Claim.objects.values_list("image_id", "filter_specs")}
+    good_specs = set(RenditionFilters.from_wagtail_image_with_type(good, "regular").filter_strings)
+    shared_specs = set(RenditionFilters.from_wagtail_image_with_type(shared, "gallery").filter_strings)
+    assert claimed == {good.pk: good_specs, shared.pk: shared_specs}  # planned in the publish itself
+    assert set(QueuedImage.objects.values_list("image_id", flat=True)) == {good.pk, shared.pk}
+    failure = Failure.objects.get(image=bad)
+    assert failure.filter_spec == ledger.WHOLE_IMAGE and "width=0" in failure.error
+    # The path a deferred sync takes plans the same, again without opening any original.
+    assert not ledger.sync_posts([post.pk])

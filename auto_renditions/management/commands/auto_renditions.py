@@ -8,6 +8,7 @@ violation) and ``--fix`` repairs them; ``status`` shows the queue. Bad input exi
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -18,6 +19,9 @@ from django.utils import timezone
 from ... import fingerprint, inventory, ledger, status, tasks
 from ...models import PendingDeletion, QueuedImage
 from .. import invariants
+
+#: The largest ``--min-orphan-age`` (100 years): older cut-offs fall outside the dates Python can represent.
+MAX_ORPHAN_AGE = 100 * 365.25 * 24 * 60 * 60
 
 
 def _add_scope(parser: CommandParser) -> None:
@@ -82,18 +86,27 @@ class Command(BaseCommand):
         from cast.models import Blog, Post
 
         post_slug, blog_slug = options.get("post_slug"), options.get("blog_slug")
-        if post_slug and blog_slug:
+        for flag, value in (("--post-slug", post_slug), ("--blog-slug", blog_slug)):
+            if value is not None and not value.strip():  # an empty scope must not widen to the whole site
+                raise CommandError(f"{flag} needs a slug; leave it out to mean the whole site.", returncode=2)
+        if post_slug is not None and blog_slug is not None:
             raise CommandError("Use either --post-slug or --blog-slug, not both.", returncode=2)
-        if post_slug:
+        if post_slug is not None:
             ids = set(Post.objects.filter(slug=post_slug).values_list("pk", flat=True))
             if not ids:
                 raise CommandError(f"No post with slug {post_slug!r}.", returncode=2)
             return ids
-        if blog_slug:
-            blog = Blog.objects.filter(slug=blog_slug).first()
-            if blog is None:
+        if blog_slug is not None:
+            blogs = list(Blog.objects.filter(slug=blog_slug).order_by("path"))
+            if not blogs:
                 raise CommandError(f"No blog with slug {blog_slug!r}.", returncode=2)
-            return set(Post.objects.descendant_of(blog).values_list("pk", flat=True))
+            if len(blogs) > 1:
+                found = "; ".join(f"id {blog.pk} at {blog.url_path}" for blog in blogs)
+                raise CommandError(
+                    f"{len(blogs)} blogs have the slug {blog_slug!r} ({found}): it does not say which one.",
+                    returncode=2,
+                )
+            return set(Post.objects.descendant_of(blogs[0]).values_list("pk", flat=True))
         return None
 
     # -- plan --------------------------------------------------------------------------------------------
@@ -218,8 +231,12 @@ class Command(BaseCommand):
 
     def handle_check(self, options: dict) -> None:
         min_age = options["min_orphan_age"]
-        if min_age < 0:
-            raise CommandError("--min-orphan-age must not be negative.", returncode=2)
+        if not (math.isfinite(min_age) and 0 <= min_age <= MAX_ORPHAN_AGE):
+            raise CommandError(
+                f"--min-orphan-age must be a number of seconds from 0 to {MAX_ORPHAN_AGE:.0f} (100 years), "
+                f"not {min_age!r}.",
+                returncode=2,
+            )
         found = invariants.find(self.wrap, min_age)
         repairs: list[str] = []
         remaining = found
