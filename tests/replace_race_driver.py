@@ -2,18 +2,18 @@
 
 Usage: python -m tests.replace_race_driver ROLE PLAN_JSON. ROLE is ``publish`` (a post showing the image is
 published the admin's way) or ``replace`` (the image's file is replaced by a smaller one, like Wagtail's edit
-form saves it). Round k starts at ``start + k * period``; seeded pauses make the replacement land at different
-moments of the publish, which pauses before it takes its image locks (where the planning read used to happen
-before, and the posts were looked up before by the replacement).
+form saves it). In each round the publisher stops at one of two points (files in ``plan["signals"]`` say
+when): before its first image lock, or where it applies its plan (after its lock and planning read); the
+replacement starts there and gets ``plan["hold"]`` seconds before the publish goes on.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
+from pathlib import Path
 
 
 def main(role: str, plan: dict) -> None:
@@ -26,34 +26,49 @@ def main(role: str, plan: dict) -> None:
     from auto_renditions import ledger
     from tests.factories import photo_bytes, publish_post
 
-    pause = {"value": 0.0}
-    lock_images = ledger.lock_images
+    signals = Path(plan["signals"])
+    state = {"round": None}
 
-    def paused_lock(image_ids):
-        if pause["value"]:
-            time.sleep(pause["value"])
-            pause["value"] = 0.0  # once per publish: the first lock of its images
-        return lock_images(image_ids)
+    def wait_for(name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not (signals / name).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
-    ledger.lock_images = paused_lock
+    def pausing(function, where: str):
+        """The publisher stops at ``where`` until the replacement has begun, then gives it a moment."""
+
+        def wrapper(*args, **kwargs):
+            k = state["round"]
+            if k is not None and plan["rounds"][k]["where"] == where:
+                state["round"] = None
+                (signals / f"ready-{k}").touch()
+                wait_for(f"started-{k}")
+                time.sleep(plan["hold"])
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    if role == "publish":
+        # Before the publish's first image lock, or where it applies its plan: the old code read the sizes
+        # before either; the replacement lands in between.
+        ledger.lock_images = pausing(ledger.lock_images, "lock")
+        ledger._apply = pausing(ledger._apply, "apply")
     smaller = photo_bytes(*plan["new_size"]) if role == "replace" else b""
 
     for k, round_ in enumerate(plan["rounds"]):
-        rnd = random.Random(f"{plan['seed']}-{k}")
-        hold, offset = rnd.uniform(0.1, plan["max_pause"]), rnd.uniform(0, plan["max_pause"])
-        delay = time.time() - (plan["start"] + k * plan["period"])
-        if delay < 0:
-            time.sleep(-delay)
         if role == "publish":
             from cast.models import Post
 
-            pause["value"] = hold
+            state["round"] = k
             publish_post(Post.objects.get(pk=round_["post"]))
+            (signals / f"published-{k}").touch()
         else:
-            time.sleep(offset)
+            wait_for(f"ready-{k}")
             image = Image.objects.get(pk=round_["image"])
             image.file = SimpleUploadedFile(f"replaced-{k}.jpg", smaller, content_type="image/jpeg")
+            (signals / f"started-{k}").touch()
             image.save()
+            wait_for(f"published-{k}")
     print(json.dumps({"done": len(plan["rounds"])}))
 
 
