@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import connection, models, transaction
+from django.db import OperationalError, connection, models, transaction
 from django.db.models import F, Lookup, Q
 from django.db.models.constants import OnConflict
 from django.utils import timezone
@@ -50,6 +50,27 @@ class LedgerChange:
         return bool(self.added or self.removed or self.released or self.queued_images)
 
 
+class _HeldImageLocks:
+    """A no-op on-commit callback that records which image locks its transaction took.
+
+    Django drops on-commit callbacks with the savepoint they were registered in, exactly when the database
+    releases the locks taken in it, and with the transaction: so the callbacks pending on the connection say
+    which image locks the current transaction holds, without any bookkeeping of ours.
+    """
+
+    def __init__(self, image_ids: frozenset[int]) -> None:
+        self.image_ids = image_ids
+
+    def __call__(self) -> None:
+        pass
+
+
+def held_image_locks() -> set[int]:
+    """The images whose lock the current transaction holds (taken by :func:`lock_images`)."""
+    pending = transaction.get_connection().run_on_commit
+    return {i for _, callback, *_ in pending if isinstance(callback, _HeldImageLocks) for i in callback.image_ids}
+
+
 def lock_images(image_ids: Iterable[int]) -> None:
     """Lock the given images for the rest of the current transaction (call inside ``atomic``).
 
@@ -57,8 +78,20 @@ def lock_images(image_ids: Iterable[int]) -> None:
     one upsert (a no-op update of an unchanged key is a HOT update: no index entry, no bloat to speak of).
     SQLite: the insert takes the database write lock, which serialises all writers; with ``transaction_mode``
     IMMEDIATE (check W003) a transaction holds it from its first statement, so what it read before is current.
+
+    Images this transaction already holds are not locked again. Ascending order only protects transactions
+    that lock once: one that holds image 5 and then asks for 3 and 5 waits for 3 while holding 5. Callers
+    therefore collect a transaction's whole set first and lock it in one call.
     """
-    ids = sorted(set(image_ids))
+    ids = set(image_ids)
+    if connection.in_atomic_block:
+        held = held_image_locks()
+        ids -= held
+        if ids and held and min(ids) < max(held):
+            logger.debug("image locks taken out of order: held up to %s, now %s", max(held), sorted(ids))
+        if ids:
+            transaction.on_commit(_HeldImageLocks(frozenset(ids)))
+    ids = sorted(ids)
     if not ids:
         return
     if connection.vendor == "postgresql":
@@ -182,10 +215,13 @@ def _post_images_sql() -> str:
     )
 
 
-def requirement_for_posts(post_ids: Collection[int]) -> dict[int, planning.Requirement]:
-    """Plan every live post among ``post_ids``; posts that are not live (or gone) require nothing."""
+def requirement_for_posts(
+    post_ids: Collection[int], rows: dict[int, list[tuple[str, planning.ImageRow]]] | None = None
+) -> dict[int, planning.Requirement]:
+    """Plan every live post among ``post_ids`` (from ``rows``, :func:`post_images` read for them, if given); posts
+    that are not live (or gone) require nothing."""
     requirements = {post_id: planning.Requirement() for post_id in post_ids}
-    for post_id, images in post_images(post_ids).items():
+    for post_id, images in (post_images(post_ids) if rows is None else rows).items():
         if images:
             requirements[post_id] = planning.required_renditions(images)
     return requirements
@@ -198,8 +234,61 @@ def sync_posts(post_ids: Iterable[int]) -> LedgerChange:
         return LedgerChange()
     with transaction.atomic():
         lock_posts(post_ids)
-        requirements = requirement_for_posts(post_ids)  # planned under the post lock: current, not stale
-        return _apply(requirements)
+        return _sync_locked(post_ids)
+
+
+def _sync_locked(post_ids: set[int], also_lock: Collection[int] = ()) -> LedgerChange:
+    """Sync posts whose rows the caller locked: find their images, lock those (with the images their claims
+    name, and ``also_lock``) in one call, then read the image rows and plan.
+
+    The planning reads the images' sizes and files after their lock: an image replaced by a transaction that
+    held the lock is planned with its new size (read before, the post kept the old size's claims). An image
+    that joined a post's galleries between the two reads is left to the sync of that gallery change, which
+    waits for this transaction's post lock.
+    """
+    claims = _claims_of(post_ids)  # current: only holders of the post lock change them
+    shown = {row.pk for rows in post_images(post_ids).values() for _, row in rows}
+    locked = shown | {i for c in claims.values() for i in c} | set(also_lock)
+    lock_images(locked)
+    rows = {
+        post_id: [(kind, row) for kind, row in images if row.pk in locked]
+        for post_id, images in post_images(post_ids).items()
+    }
+    return _apply(requirement_for_posts(post_ids, rows), claims)
+
+
+def is_lock_conflict(error: BaseException) -> bool:
+    """A deadlock or serialization failure (PostgreSQL), or a busy database (SQLite): trying again may succeed."""
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate in {"40P01", "40001"} or "database is locked" in str(error)
+
+
+class _MorePosts(Exception):
+    """Raised inside a savepoint to give its locks back: more posts show the image than were locked."""
+
+
+def sync_image_posts(image_id: int, attempts: int = 3) -> set[int]:
+    """Sync every live post showing ``image_id`` (its file was replaced), with the image locked; return them.
+
+    The posts are found again under the image's lock: a publish that committed while we waited for it shows
+    the image too. Its post must be locked before the image (lock order: posts, then images), so the
+    savepoint gives every lock back and the sync starts again with the larger set of posts.
+    """
+    posts = posts_using_images([image_id])
+    for _ in range(attempts):
+        try:
+            with transaction.atomic():
+                lock_posts(posts)
+                _sync_locked(posts, also_lock=[image_id])
+                now = posts_using_images([image_id])
+                if not now <= posts:
+                    raise _MorePosts(now)
+            return posts
+        except _MorePosts as more:
+            posts |= more.args[0]
+    raise RuntimeError(f"posts showing image {image_id} kept changing; {sorted(posts)} not synced")
 
 
 def release_posts(post_ids: Iterable[int]) -> LedgerChange:
@@ -232,10 +321,14 @@ def _table(model: type[models.Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _apply(requirements: dict[int, planning.Requirement]) -> LedgerChange:
+def _apply(
+    requirements: dict[int, planning.Requirement],
+    claims: dict[int, dict[int, tuple[int, frozenset[str]]]] | None = None,
+) -> LedgerChange:
     # Read before the images are locked, and still current: only transactions that hold the post's lock (taken
     # by the caller) add or change its claims; an image deletion that removes one meanwhile changes nothing here.
-    claims = _claims_of(set(requirements))
+    if claims is None:
+        claims = _claims_of(set(requirements))
     locked = {i for r in requirements.values() for i in r.specs} | {i for c in claims.values() for i in c}
     lock_images(locked)
 

@@ -1,13 +1,17 @@
 """Hand work to django-q2 once the ledger transaction has committed.
 
 Nothing here runs in the worker; nothing here generates or deletes. A task that is enqueued but never runs
-(a broker restart, a killed worker) is found again by :func:`auto_renditions.tasks.sweep`.
+(a broker restart, a killed worker) is found again by :func:`auto_renditions.tasks.sweep`. So an enqueue that
+fails (the broker is down or does not answer) is logged and dropped, never raised: it runs after the editor's
+transaction committed, and the queue rows that transaction wrote let the sweep queue the work again.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
@@ -27,6 +31,19 @@ GROUP = "auto_renditions"
 #: every task is an INSERT).
 FAN_OUT_ABOVE = 10
 
+#: Seconds an enqueue waits for a Redis broker to connect or answer, unless ``Q_CLUSTER["redis"]`` sets its own
+#: ``socket_timeout``/``socket_connect_timeout``: an unreachable broker must not hold the editor's request (a
+#: pushed task takes a millisecond).
+BROKER_TIMEOUT = 2.0
+
+#: Seconds this process skips enqueueing after an enqueue failed: ``publish_scheduled`` publishes many posts in
+#: one process, and each would wait ``BROKER_TIMEOUT`` for a broker that is gone. The sweep queues the work.
+BROKER_RETRY_AFTER = 15.0
+
+logger = logging.getLogger(__name__)
+
+_broker_failed_at: float | None = None
+
 
 def _options() -> dict:
     conf = get_settings()
@@ -36,8 +53,31 @@ def _options() -> dict:
     return options
 
 
+def _bounded_redis(conf: str | dict) -> Any:
+    """A Redis client like django-q2's own (``Q_CLUSTER["redis"]``, a URL or keyword arguments), with
+    :data:`BROKER_TIMEOUT` where the configuration sets no socket timeout of its own."""
+    import redis
+
+    bound = {"socket_timeout": BROKER_TIMEOUT, "socket_connect_timeout": BROKER_TIMEOUT}
+    if isinstance(conf, str):
+        return redis.from_url(conf, **bound)  # options in the URL's query win over these
+    return redis.Redis(**{**bound, **conf})
+
+
+def _broker(cluster: str | None) -> Any:
+    """django-q2's broker for ``cluster``; a Redis broker's connection bounded in time (see :func:`_bounded_redis`)."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.redis_broker import Redis
+    from django_q.conf import Conf
+
+    broker = get_broker(cluster)
+    if isinstance(broker, Redis) and not Conf.DJANGO_REDIS:
+        broker.connection = _bounded_redis(Conf.REDIS)
+    return broker
+
+
 def _enqueue(tasks: Iterable[tuple[str, object, str]]) -> None:
-    """``async_task`` for each ``(function, argument, task name)``, in one transaction.
+    """``async_task`` for each ``(function, argument, task name)``, in one transaction; a failure is logged.
 
     With django-q2's ORM broker that is one commit for all tasks instead of one per task (measured: the publish
     of a 10-image post 0.62x as long, docs/BENCHMARKS.md), and the broker does not call
@@ -46,9 +86,25 @@ def _enqueue(tasks: Iterable[tuple[str, object, str]]) -> None:
     """
     from django_q.tasks import async_task
 
-    with transaction.atomic():
-        for func, argument, name in tasks:
-            async_task(func, argument, task_name=name, **_options())
+    global _broker_failed_at
+    tasks = list(tasks)
+    if not tasks:
+        return
+    names = sorted({name for _, _, name in tasks})
+    if _broker_failed_at is not None and time.monotonic() - _broker_failed_at < BROKER_RETRY_AFTER:
+        logger.warning("auto_renditions: broker failed moments ago, not queueing %s; the sweep will", names)
+        return
+    try:
+        options = _options()
+        with transaction.atomic():  # the ORM broker closes old connections when built outside a transaction too
+            broker = _broker(options.get("cluster"))
+            for func, argument, name in tasks:
+                async_task(func, argument, task_name=name, broker=broker, **options)
+    except Exception:  # noqa: BLE001 - runs after commit: the editor's action is done, the sweep re-queues
+        _broker_failed_at = time.monotonic()
+        logger.exception("auto_renditions: could not queue %s; the sweep will queue them again", names)
+    else:
+        _broker_failed_at = None
 
 
 def enqueue_generation(image_ids: Iterable[int]) -> None:

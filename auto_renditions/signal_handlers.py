@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from wagtail.images.models import Image, Rendition
@@ -142,7 +143,11 @@ def remember_image_file(sender: Any, instance: Image, raw: bool = False, **kwarg
 
 @_logged
 def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, **kwargs: Any) -> None:
-    """An image's file was replaced: its renditions are stale, and its new size changes the required specs."""
+    """An image's file was replaced: its renditions are stale, and its new size changes the required specs.
+
+    Should the sync of its posts fail (a deadlock, a database hiccup), the stale renditions still go and a
+    worker syncs the posts after commit, like :func:`sync_or_defer` does.
+    """
     old_file = getattr(instance, "_auto_renditions_old_file", None)
     if created or raw or old_file is None or old_file == instance.file.name:
         return
@@ -151,14 +156,21 @@ def image_saved(sender: Any, instance: Image, created: bool, raw: bool = False, 
 
     with transaction.atomic():
         Failure.objects.filter(image=instance).delete()  # a new file deserves fresh attempts
+    # Stale now. Wagtail's edit form deletes them right after this too, other code paths may not; each claimed
+    # one is queued again by `rendition_deleted` once this commits.
+    stale = Rendition.objects.filter(image=instance)
+    try:
+        with transaction.atomic():
+            ledger.sync_image_posts(instance.pk)  # finds the posts under the image's lock, then plans
+            cleanup.delete_renditions(stale)
+    except Exception:  # noqa: BLE001 - renditions must never block an editor
         posts = ledger.posts_using_images([instance.pk])
+        logger.exception("auto_renditions: syncing posts %s failed; a worker will sync them", sorted(posts))
         if posts:
-            ledger.sync_posts(posts)  # locks every image of those posts at once, in id order
-        else:
+            transaction.on_commit(_logged(lambda: queue.enqueue_sync(posts)))
+        with transaction.atomic():
             ledger.lock_images([instance.pk])
-        # Stale now. Wagtail's edit form deletes them right after this too, other code paths may not; each
-        # claimed one is queued again by `rendition_deleted` once this commits.
-        cleanup.delete_renditions(Rendition.objects.filter(image=instance))
+            cleanup.delete_renditions(stale)
 
 
 @_logged
@@ -211,7 +223,13 @@ def connect() -> None:
     page_published.disconnect(dispatch_uid=CAST_PUBLISH_DISPATCH_UID)
     page_published.connect(publish_post, dispatch_uid="auto_renditions.publish_post")
     page_unpublished.connect(unpublish_post, dispatch_uid="auto_renditions.unpublish_post")
-    pre_delete.connect(delete_post, dispatch_uid="auto_renditions.delete_post")
+    # One receiver per post model, never one for every sender: a pre_delete receiver for a model turns off
+    # Django's fast delete of its rows (sessions, django-q2's ORM queue, ... for a receiver without sender).
+    for model in apps.get_models():
+        if issubclass(model, Post):
+            pre_delete.connect(
+                delete_post, sender=model, dispatch_uid=f"auto_renditions.delete_post.{model._meta.label}"
+            )
     m2m_changed.connect(post_media_changed, sender=Post.images.through, dispatch_uid="auto_renditions.post_images")
     m2m_changed.connect(
         post_media_changed, sender=Post.galleries.through, dispatch_uid="auto_renditions.post_galleries"

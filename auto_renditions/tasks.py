@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
@@ -103,9 +105,23 @@ def enqueue_generation_tasks(image_ids: list[int]) -> str:
     return f"queued {len(image_ids)} image task(s)"
 
 
+#: Attempts of a deferred sync that loses a deadlock, with a back-off starting at SYNC_BACKOFF_SECONDS: django-q2
+#: does not retry a failed task on every broker (Redis), and the posts' claims would stay stale.
+SYNC_ATTEMPTS = 5
+SYNC_BACKOFF_SECONDS = 0.2
+
+
 def sync_posts(post_ids: list[int]) -> str:
     """Sync posts whose sync failed in the editor's request (``signal_handlers.sync_or_defer``)."""
-    change = ledger.sync_posts(post_ids)
+    for attempt in range(1, SYNC_ATTEMPTS + 1):
+        try:
+            change = ledger.sync_posts(post_ids)
+            break
+        except OperationalError as error:
+            if attempt == SYNC_ATTEMPTS or not ledger.is_lock_conflict(error):
+                raise
+            logger.warning("syncing posts %s: %s; trying again (attempt %d)", post_ids, error, attempt + 1)
+            time.sleep(SYNC_BACKOFF_SECONDS * 2 ** (attempt - 1) * random.uniform(1, 2))
     return f"posts {post_ids}: {len(change.added)} claim(s) added, {len(change.removed)} removed"
 
 
