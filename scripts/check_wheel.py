@@ -77,6 +77,7 @@ def main(wheel: Path, example: Path) -> None:
         site = work / "site"
         shutil.copytree(example, site, ignore=shutil.ignore_patterns("var", "__pycache__"))
         env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "PYTHONPATH"}}
+        (work / "data").mkdir()
         env.update(EXAMPLE_PROFILE="sqlite", EXAMPLE_DATA_DIR=str(work / "data"), PYTHONWARNINGS="ignore")
         os.chdir(work)  # nothing of the checkout on sys.path
         for command in (

@@ -43,6 +43,7 @@ CORE_MODULES = frozenset(
         "test_admin.py",
         "test_checks.py",
         "test_command.py",
+        "test_compat.py",
         "test_generation.py",
         "test_ledger.py",
         "test_migrations.py",
