@@ -33,6 +33,9 @@ LEGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "wagtail80-django61": ("3.13", ("wagtail~=8.0.1", "django~=6.1.1")),
 }
 CORE = "core and not browser and not reliability"
+#: What the core tests need besides the project: a leg installs these, not the whole [test] extra (moto, boto3,
+#: playwright), which would double its install time.
+CORE_TEST_DEPS = ("pytest", "pytest-django")
 
 
 def _pytest(session: nox.Session, db: str, marker: str) -> None:
@@ -51,7 +54,7 @@ def _pytest(session: nox.Session, db: str, marker: str) -> None:
 
 def _leg(name: str, python: str) -> None:
     def run(session: nox.Session) -> None:
-        session.install("-c", str(CONSTRAINTS / f"{name}.txt"), "-e", ".[test]")
+        session.install("-c", str(CONSTRAINTS / f"{name}.txt"), "-e", ".", *CORE_TEST_DEPS)
         session.run(
             "python",
             "-c",
@@ -84,7 +87,7 @@ for _name, (_python, _requirements) in LEGS.items():
 def mariadb(session: nox.Session) -> None:
     """Core and race tests on MySQL/MariaDB (AUTO_RENDITIONS_MYSQL_* for the server; needs mysqlclient's build
     dependencies: Debian's libmariadb-dev, pkg-config and gcc)."""
-    session.install("-c", "constraints.txt", "-e", ".[test,mysql]")
+    session.install("-c", "constraints.txt", "-e", ".[mysql]", *CORE_TEST_DEPS)
     _pytest(session, "mysql", "(core or postgres_only) and not browser and not reliability")
 
 

@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True,
 SPEC = "format-avif"  # the one spec a 300x200 regular image requires
 ROUNDS = int(os.environ.get("RACE_ROUNDS", "12"))
 RACE_SEED = os.environ.get("RACE_SEED", "1")
+# Seconds between two rounds: both processes must start each round together, so it must exceed a round's time
+# (a release and a deletion: two commits, each an fsync on MariaDB's default durability).
+RACE_PERIOD = float(os.environ.get("RACE_PERIOD", "0.8"))
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +80,7 @@ def race(plan_rounds: list[dict], *, without_lock: bool) -> list[int]:
     plan = {
         "rounds": plan_rounds,
         "start": time.time() + 6,  # both processes are up by then
-        "period": 0.8,
+        "period": RACE_PERIOD,
         "max_pause": 0.3,
         "seed": RACE_SEED,
         "without_lock": without_lock,
