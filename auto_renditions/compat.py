@@ -5,6 +5,8 @@ The rest of the app asks these instead of testing versions or vendors itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 #: What the ledger's SQL needs: JSON functions that turn a JSON list into rows (``json_each``, ``JSON_TABLE``,
@@ -31,3 +33,36 @@ def unsupported_database(connection: BaseDatabaseWrapper) -> str | None:
     else:
         name = connection.display_name
     return f"auto_renditions supports {SUPPORTED_DATABASES}, not {name}."
+
+
+def image_permission_policy() -> Any:
+    """The permission policy of the image model: Wagtail 8's policy registry, or before it the module global
+    that ``wagtail.images`` sets when the app is ready (Wagtail 7.x)."""
+    try:
+        from wagtail.permissions import policy_registry
+    except ImportError:  # Wagtail < 8.0
+        from wagtail.images import permissions
+
+        return permissions.permission_policy
+    from wagtail.images import get_image_model
+
+    return policy_registry.get_by_type(get_image_model())
+
+
+try:
+    from wagtail.admin.ui.tables import NumberColumn
+except ImportError:  # Wagtail < 7.1: the same column, written out
+    from django.contrib.humanize.templatetags.humanize import intcomma
+    from wagtail.admin.ui.tables import Column
+
+    class NumberColumn(Column):  # type: ignore[no-redef]
+        """A column that shows a number with locale-aware thousands separators."""
+
+        def get_cell_context_data(self, instance: Any, parent_context: Any) -> dict:
+            context = super().get_cell_context_data(instance, parent_context)
+            value = self.get_value(instance)  # 7.0 hands the template no raw value, only an unlocalized one
+            context["value"] = intcomma(value) if value is not None else self.empty_value_display
+            return context
+
+
+__all__ = ["SUPPORTED_DATABASES", "NumberColumn", "image_permission_policy", "unsupported_database"]

@@ -22,12 +22,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 from wagtail.admin.filters import WagtailFilterSet
-from wagtail.admin.ui.tables import Column, DateColumn, NumberColumn, TitleColumn
+from wagtail.admin.ui.tables import Column, DateColumn, TitleColumn
 from wagtail.admin.views.reports import ReportView
 from wagtail.images import get_image_model
-from wagtail.permissions import policy_registry
 
 from . import ledger, queue, status
+from .compat import NumberColumn, image_permission_policy
 from .models import Claim, Failure
 
 PENDING, FAILED, DELETING = "pending", "failed", "deleting"
@@ -44,7 +44,7 @@ def can_view(user) -> bool:
         return False
     if user.has_perm("wagtailimages.change_image"):
         return True
-    policy = policy_registry.get_by_type(get_image_model())
+    policy = image_permission_policy()
     # user_has_any_permission checks exactly "change" (user_has_permission would also accept "add").
     return bool(policy and policy.user_has_any_permission(user, ["change"]))
 
