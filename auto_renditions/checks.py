@@ -113,3 +113,19 @@ def check_sqlite_locking(app_configs: Any = None, databases: Any = None, **kwarg
             )
         ]
     return []
+
+
+@register("auto_renditions", "database")
+def check_database_supported(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+    """Runs before ``migrate`` (a database check), so an unsupported database stops it before any table exists."""
+    from django.db import connections, router
+
+    from .compat import unsupported_database
+    from .models import Claim
+
+    problems = []
+    for alias in databases or ():
+        problem = router.allow_migrate_model(alias, Claim) and unsupported_database(connections[alias])
+        if problem:
+            problems.append(Error(problem, hint=f"DATABASES[{alias!r}]", id="auto_renditions.E006"))
+    return problems

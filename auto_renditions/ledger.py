@@ -76,6 +76,8 @@ def lock_images(image_ids: Iterable[int]) -> None:
 
     PostgreSQL: row locks in ascending id order (no deadlock between two lockers of overlapping sets), taken by
     one upsert (a no-op update of an unchanged key is a HOT update: no index entry, no bloat to speak of).
+    MySQL/MariaDB: the same with ``ON DUPLICATE KEY UPDATE``, which takes InnoDB's exclusive lock on an existing
+    row (``INSERT IGNORE`` would take a shared one, which two transactions can hold at once).
     SQLite: the insert takes the database write lock, which serialises all writers; with ``transaction_mode``
     IMMEDIATE (check W003) a transaction holds it from its first statement, so what it read before is current.
 
@@ -93,6 +95,9 @@ def lock_images(image_ids: Iterable[int]) -> None:
             transaction.on_commit(_HeldImageLocks(frozenset(ids)))
     ids = sorted(ids)
     if not ids:
+        return
+    if connection.vendor == "mysql":
+        insert_rows(ImageLock, ("image_id",), [(i,) for i in ids], update=("image_id",), unique=("image_id",))
         return
     if connection.vendor == "postgresql":
         # A new row is ours until commit, an existing one is row-locked by the update: one round trip, not two.
@@ -137,10 +142,14 @@ def among(field_name: str, values: Iterable[int]) -> Q | Lookup:
 
 
 def _ids_in(column: str, ids: Iterable[int]) -> tuple[str, object]:
-    """Raw SQL ``column IN ids`` with the ids as one parameter: an array on PostgreSQL, a JSON list on SQLite."""
+    """Raw SQL ``column IN ids`` with the ids as one parameter: an array on PostgreSQL, a JSON list elsewhere
+    (``json_each`` on SQLite, ``JSON_TABLE`` on MySQL 8 / MariaDB 10.6+)."""
     ids = sorted(ids)
     if connection.vendor == "postgresql":
         return f"{column} = ANY(%s::bigint[])", int_array(ids)
+    if connection.vendor == "mysql":
+        rows = "JSON_TABLE(%s, '$[*]' COLUMNS (id BIGINT PATH '$')) AS j"
+        return f"{column} IN (SELECT j.id FROM {rows})", json.dumps(ids)
     return f"{column} IN (SELECT value FROM json_each(%s))", json.dumps(ids)
 
 
@@ -158,8 +167,8 @@ def _converter(model_field: models.Field):
 
 
 def lock_posts(post_ids: Iterable[int]) -> None:
-    """Lock the posts' rows (PostgreSQL; SQLite's write lock covers it), so their requirement cannot change
-    under us: a publish holds the same row while it writes the post and its media relations.
+    """Lock the posts' rows (PostgreSQL, MySQL/MariaDB; SQLite's write lock covers it), so their requirement
+    cannot change under us: a publish holds the same row while it writes the post and its media relations.
 
     Lock order everywhere: posts, then images. Every transaction that writes a post's claims holds its lock.
     """
@@ -167,7 +176,9 @@ def lock_posts(post_ids: Iterable[int]) -> None:
 
     ids = sorted(set(post_ids))
     if ids and connection.features.has_select_for_update:
-        list(Post.objects.select_for_update(of=("self",)).filter(among("pk", ids)).order_by("pk").values_list("pk"))
+        # MariaDB has no FOR UPDATE OF: it locks the joined page rows too, which a publish holds anyway.
+        of = ("self",) if connection.features.has_select_for_update_of else ()
+        list(Post.objects.select_for_update(of=of).filter(among("pk", ids)).order_by("pk").values_list("pk"))
 
 
 def post_images(post_ids: Collection[int]) -> dict[int, list[tuple[str, planning.ImageRow]]]:
@@ -387,7 +398,8 @@ def insert_rows(
     fields = [opts.get_field(name) for name in field_names]
     quote = connection.ops.quote_name
     conflict = OnConflict.UPDATE if update else OnConflict.IGNORE
-    insert = connection.ops.insert_statement(on_conflict=conflict)  # SQLite skips with INSERT OR IGNORE
+    # SQLite skips with INSERT OR IGNORE, MySQL with INSERT IGNORE; the others with a suffix.
+    insert = connection.ops.insert_statement(on_conflict=conflict)
     into = f"{insert} {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)})"
     on_conflict = connection.ops.on_conflict_suffix_sql(
         fields, conflict, [opts.get_field(n).column for n in update], [opts.get_field(n).column for n in unique]
@@ -396,7 +408,7 @@ def insert_rows(
         if connection.vendor == "postgresql":
             sql, params = _unnest_insert(into, fields, rows)
             cursor.execute(f"{sql} {on_conflict}", params)
-        else:
+        else:  # mysqlclient sends one multi-row INSERT for these; SQLite runs the prepared statement per row
             values = ", ".join(["%s"] * len(fields))
             cursor.executemany(f"{into} VALUES ({values}) {on_conflict}", rows)
 
@@ -502,10 +514,10 @@ class ImageState:
         for kind, image_id, spec, number, time in rows:
             if kind == "r":
                 state.renditions.add((image_id, spec))
-            elif kind == "f":
-                state.failures[image_id, spec] = (number, to_datetime(time))
+            elif kind == "f":  # int(): MySQL types the union's column of int and bigint as DECIMAL
+                state.failures[image_id, spec] = (int(number), to_datetime(time))
             elif kind == "p":
-                state.pending[image_id, spec] = number
+                state.pending[image_id, spec] = int(number)
             else:
                 state.queued.add(image_id)
         return state

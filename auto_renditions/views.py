@@ -26,14 +26,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 from wagtail.admin.filters import WagtailFilterSet
-from wagtail.admin.ui.tables import Column, DateColumn, NumberColumn, TitleColumn
+from wagtail.admin.ui.tables import Column, DateColumn, TitleColumn
 from wagtail.admin.views.reports import ReportView
 from wagtail.images import get_image_model
 from wagtail.models import Page
 from wagtail.permission_policies.pages import PagePermissionPolicy
-from wagtail.permissions import policy_registry
 
 from . import ledger, queue, status
+from .compat import NumberColumn, image_permission_policy
 from .models import Claim, Failure
 
 PENDING, FAILED, DELETING = "pending", "failed", "deleting"
@@ -44,17 +44,13 @@ STATES = [
 ]
 
 
-def _image_policy():
-    return policy_registry.get_by_type(get_image_model())
-
-
 def can_view(user) -> bool:
     """Wagtail admin access and the right to change images (model or collection permission)."""
     if not (user.is_active and user.is_authenticated and user.has_perm("wagtailadmin.access_admin")):
         return False
     if user.has_perm("wagtailimages.change_image"):
         return True
-    policy = _image_policy()
+    policy = image_permission_policy()
     # user_has_any_permission checks exactly "change" (user_has_permission would also accept "add").
     return bool(policy and policy.user_has_any_permission(user, ["change"]))
 
@@ -71,7 +67,7 @@ class Scope:
     def of(cls, user) -> Scope:
         if user.is_active and user.is_superuser:
             return cls(None, None)
-        images = _image_policy().instances_user_has_permission_for(user, "change").values("pk")
+        images = image_permission_policy().instances_user_has_permission_for(user, "change").values("pk")
         posts = PagePermissionPolicy().instances_user_has_permission_for(user, "change").values("pk")
         return cls(images, posts)
 
@@ -279,7 +275,7 @@ def retry(request, image_id: int):
     if not can_view(request.user):
         raise PermissionDenied
     image = _image_or_404(image_id)
-    if not _image_policy().user_has_permission_for_instance(request.user, "change", image):
+    if not image_permission_policy().user_has_permission_for_instance(request.user, "change", image):
         raise PermissionDenied
     queued: set[int] = set()
     with transaction.atomic():

@@ -21,6 +21,23 @@ find_python() {
     return 1
 }
 
+# python_for X.Y: print the path of a working pythonX.Y: on PATH, or installed by pyenv when its shim does not
+# select that version (pyenv's shims only run the versions named in its version file).
+python_for() {
+    local want="python$1" candidate
+    if command -v "$want" >/dev/null 2>&1 && "$want" -c '' 2>/dev/null; then
+        command -v "$want"
+        return 0
+    fi
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/"$want"; do
+        if [ -x "$candidate" ] && "$candidate" -c '' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # ensure_venv EXTRAS: create $VENV if needed and install the project with EXTRAS (e.g. "test" or
 # "postgres,redis") pinned by constraints.txt. Skipped when pyproject.toml, constraints.txt and EXTRAS are
 # unchanged since the last install.
@@ -39,6 +56,30 @@ ensure_venv() {
     log "installing the project with [$extras] (pinned by constraints.txt)"
     (cd "$ROOT" && "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]") || return 1
     echo "$want" >"$stamp"
+}
+
+# ensure_mysql_client_build: what pip needs to build mysqlclient (the [mysql] extra): the MariaDB client headers
+# found through pkg-config, and a C compiler. Installs Debian's packages when apt is available.
+ensure_mysql_client_build() {
+    if pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists libmariadb 2>/dev/null; then
+        command -v cc >/dev/null 2>&1 && return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || return 1
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    log "installing Debian's libmariadb-dev, pkg-config and gcc to build mysqlclient"
+    $sudo apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libmariadb-dev pkg-config gcc >&2
+}
+
+mysql_up() {
+    "$PY" - <<'EOF' >/dev/null 2>&1
+import os, MySQLdb
+MySQLdb.connect(
+    host=os.environ.get("AUTO_RENDITIONS_MYSQL_HOST", "127.0.0.1"), port=int(os.environ.get("AUTO_RENDITIONS_MYSQL_PORT", "3306")),
+    user=os.environ.get("AUTO_RENDITIONS_MYSQL_USER", "root"), password=os.environ.get("AUTO_RENDITIONS_MYSQL_PASSWORD", ""),
+    connect_timeout=3,
+).close()
+EOF
 }
 
 pg_up() {
@@ -77,6 +118,15 @@ ensure_postgres() {
         pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || true
     fi
     wait_for pg_up 30
+}
+
+ensure_mysql() {
+    mysql_up && return 0
+    if command -v service >/dev/null 2>&1 && [ -x /etc/init.d/mariadb ]; then
+        log "starting MariaDB"
+        service mariadb start >&2 || true
+    fi
+    wait_for mysql_up 60
 }
 
 ensure_redis() {

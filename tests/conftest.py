@@ -36,6 +36,25 @@ def settle():
     return harness.settle_in_process
 
 
+#: The modules every leg of the version matrix runs (marker ``core``; noxfile.py, scripts/test): the ledger and its
+#: listeners, the worker, the command, rendering, the admin smoke tests and what they stand on.
+CORE_MODULES = frozenset(
+    {
+        "test_admin.py",
+        "test_checks.py",
+        "test_command.py",
+        "test_compat.py",
+        "test_generation.py",
+        "test_ledger.py",
+        "test_migrations.py",
+        "test_planning.py",
+        "test_queue.py",
+        "test_rendering.py",
+        "test_worker.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(items):
     """Every transactional test restores what the migrations created (root page, site, collection).
 
@@ -43,6 +62,8 @@ def pytest_collection_modifyitems(items):
     serialized test's reload; so all transactional tests use the same mode.
     """
     for item in items:
+        if item.path.name in CORE_MODULES:
+            item.add_marker(pytest.mark.core)
         marker = item.get_closest_marker("django_db")
         if marker and marker.kwargs.get("transaction") and not marker.kwargs.get("serialized_rollback"):
             item.add_marker(pytest.mark.django_db(**{**marker.kwargs, "serialized_rollback": True}), append=False)

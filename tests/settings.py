@@ -2,7 +2,8 @@
 
 The backend matrix is chosen by environment variables so that the same suite runs on every combination:
 
-- ``AUTO_RENDITIONS_DB``: ``sqlite`` (default) or ``postgres`` (``AUTO_RENDITIONS_PG_*`` for the connection).
+- ``AUTO_RENDITIONS_DB``: ``sqlite`` (default), ``postgres`` (``AUTO_RENDITIONS_PG_*`` for the connection) or
+  ``mysql`` (MySQL/MariaDB, ``AUTO_RENDITIONS_MYSQL_*``).
 - ``AUTO_RENDITIONS_BROKER``: ``orm`` (default) or ``redis`` (``AUTO_RENDITIONS_REDIS_URL``).
 - ``AUTO_RENDITIONS_DB_NAME``: set by the test harness for worker subprocesses, so that they open the test
   database pytest-django created instead of the development one.
@@ -77,6 +78,22 @@ if DB == "postgres":
             "TEST": {"NAME": os.environ.get("AUTO_RENDITIONS_DB_NAME", f"test_ar_{RUN_DIR.name[-8:].lower()}")},
         }
     }
+elif DB == "mysql":  # MySQL 8 or MariaDB 10.6+ (AUTO_RENDITIONS_MYSQL_* for the connection)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("AUTO_RENDITIONS_DB_NAME", "auto_renditions"),
+            "USER": os.environ.get("AUTO_RENDITIONS_MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("AUTO_RENDITIONS_MYSQL_PASSWORD", ""),
+            "HOST": os.environ.get("AUTO_RENDITIONS_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("AUTO_RENDITIONS_MYSQL_PORT", "3306"),
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {
+                "NAME": os.environ.get("AUTO_RENDITIONS_DB_NAME", f"test_ar_{RUN_DIR.name[-8:].lower()}"),
+                "CHARSET": "utf8mb4",
+            },
+        }
+    }
 elif DB == "sqlite":
     # A file, not :memory:, so that worker processes share the database with the test process.
     _sqlite = os.environ.get("AUTO_RENDITIONS_DB_NAME", str(RUN_DIR / "test.sqlite3"))
@@ -89,7 +106,7 @@ elif DB == "sqlite":
         }
     }
 else:  # pragma: no cover - configuration error
-    raise RuntimeError(f"AUTO_RENDITIONS_DB must be 'sqlite' or 'postgres', not {DB!r}")
+    raise RuntimeError(f"AUTO_RENDITIONS_DB must be 'sqlite', 'postgres' or 'mysql', not {DB!r}")
 
 BROKER = os.environ.get("AUTO_RENDITIONS_BROKER", "orm")
 Q_CLUSTER = {

@@ -20,14 +20,22 @@ VIEW_SQL = {
         f"CREATE VIEW {VIEW} AS SELECT c.id AS claim_id, c.post_id, c.image_id, s.value AS filter_spec, c.created_at"
         " FROM auto_renditions_claim c, json_each(c.filter_specs) AS s"
     ),
+    # MySQL 8 and MariaDB 10.6+; INVOKER, so that a dump restored under another user keeps a working view.
+    "mysql": (
+        f"CREATE SQL SECURITY INVOKER VIEW {VIEW} AS"
+        " SELECT c.id AS claim_id, c.post_id, c.image_id, s.filter_spec, c.created_at FROM auto_renditions_claim c"
+        " CROSS JOIN JSON_TABLE(c.filter_specs, '$[*]' COLUMNS (filter_spec VARCHAR(255) PATH '$')) AS s"
+    ),
 }
 
 
 def create_view(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor not in VIEW_SQL:
-        raise NotSupportedError(f"auto_renditions supports SQLite and PostgreSQL, not {vendor}.")
-    schema_editor.execute(VIEW_SQL[vendor])
+    from auto_renditions.compat import unsupported_database
+
+    problem = unsupported_database(schema_editor.connection)
+    if problem:
+        raise NotSupportedError(problem)
+    schema_editor.execute(VIEW_SQL[schema_editor.connection.vendor])
 
 
 def drop_view(apps, schema_editor):
@@ -102,7 +110,8 @@ class Migration(migrations.Migration):
             model_name="claim",
             constraint=models.UniqueConstraint(fields=("image", "post"), name="auto_renditions_claim_image_post"),
         ),
-        migrations.RunPython(create_view, drop_view),
+        # Not atomic: MySQL cannot roll DDL back, and Django refuses DDL inside a transaction there.
+        migrations.RunPython(create_view, drop_view, atomic=False),
         migrations.CreateModel(
             name="ClaimedRendition",
             fields=[
