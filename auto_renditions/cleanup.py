@@ -12,11 +12,15 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from wagtail.images.models import Rendition
 
 from .models import FileDeletion
+
+if TYPE_CHECKING:
+    from wagtail.images.models import AbstractImage
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def delete_files(names: Iterable[str] | None = None) -> int:
     return deleted
 
 
-def delete_stray_files(image, since: datetime) -> int:
+def delete_stray_files(image: AbstractImage, since: datetime) -> int:
     """Delete rendition files written since ``since`` for an image that was deleted meanwhile.
 
     Wagtail saves each rendition's file before inserting its row; when the image is deleted during generation the

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
@@ -25,7 +26,7 @@ class PostProgress:
         return self.pending == 0
 
 
-def _missing_claims():
+def _missing_claims() -> QuerySet[ClaimedRendition]:
     has_rendition = Rendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
     has_failure = Failure.objects.filter(
         Q(filter_spec=OuterRef("filter_spec")) | Q(filter_spec="*"), image_id=OuterRef("image_id")
@@ -33,7 +34,7 @@ def _missing_claims():
     return ClaimedRendition.objects.annotate(made=Exists(has_rendition), failed=Exists(has_failure))
 
 
-def post_progress(post_ids=None) -> list[PostProgress]:
+def post_progress(post_ids: Iterable[int] | None = None) -> list[PostProgress]:
     """Per live post: claimed renditions, how many are not made yet, and how many of those failed."""
     claims = _missing_claims()
     if post_ids is not None:
@@ -54,28 +55,28 @@ def posts_not_ready() -> list[PostProgress]:
     return [p for p in post_progress() if not p.ready]
 
 
-def failures():
+def failures() -> QuerySet[Failure]:
     """Failed renditions, newest first (``image``, ``filter_spec``, ``error``, ``attempts``)."""
     return Failure.objects.select_related("image").order_by("-last_failed_at")
 
 
-def exhausted_failures():
+def exhausted_failures() -> QuerySet[Failure]:
     return failures().filter(attempts__gte=get_settings().MAX_ATTEMPTS)
 
 
-def pending_deletions():
+def pending_deletions() -> QuerySet[PendingDeletion]:
     return PendingDeletion.objects.select_related("image").order_by("due_at")
 
 
-def overdue_deletions():
+def overdue_deletions() -> QuerySet[PendingDeletion]:
     return pending_deletions().filter(due_at__lte=timezone.now())
 
 
-def queued_images():
+def queued_images() -> QuerySet[QueuedImage]:
     return QueuedImage.objects.order_by("queued_at")
 
 
-def in_flight():
+def in_flight() -> QuerySet[QueuedImage]:
     return QueuedImage.objects.filter(leased_until__gt=timezone.now())
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import traceback
+import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -62,7 +63,7 @@ def sync_posts(post_ids: list[int]) -> str:
     return f"posts {post_ids}: {len(change.added)} claim(s) added, {len(change.removed)} removed"
 
 
-def _acquire_lease(image_id: int) -> object | None:
+def _acquire_lease(image_id: int) -> uuid.UUID | None:
     """Take the image's lease; ``None`` if a live lease is held by another worker."""
     now = timezone.now()
     until = now + timedelta(seconds=get_settings().TASK_TIMEOUT + 60)
@@ -80,8 +81,8 @@ def _acquire_lease(image_id: int) -> object | None:
 
 
 def _finish(
-    image_id: int, token: object, made: set[str], *, source: tuple[str, str], made_now: set[str]
-) -> object | None:
+    image_id: int, token: uuid.UUID, made: set[str], *, source: tuple[str, str], made_now: set[str]
+) -> uuid.UUID | None:
     """Drop the queue entry if nothing new was queued meanwhile; else return the new token for another round.
 
     Renditions made for a spec that lost its claim while we worked are handed to deletion; renditions made
@@ -173,7 +174,7 @@ def delete_due_renditions(image_ids: Iterable[int] | None = None) -> str:
     return f"deleted {deleted} rendition(s)"
 
 
-def _delete_for_image(image_id: int, now) -> int:
+def _delete_for_image(image_id: int, now: datetime) -> int:
     keep = set(get_settings().KEEP_FILTER_SPECS)
     with transaction.atomic():
         ledger.lock_images([image_id])  # first statement: see the latest claims, block new ones until commit

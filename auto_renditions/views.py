@@ -7,13 +7,14 @@ the views only add permission checks, filtering and pagination (Wagtail's own re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import django_filters
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -28,7 +29,12 @@ from wagtail.images import get_image_model
 from wagtail.permissions import policy_registry
 
 from . import ledger, queue, status
-from .models import Claim, Failure
+from .models import Claim, Failure, PendingDeletion
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser, AnonymousUser
+    from django.db.models import QuerySet
+    from django_stubs_ext import StrOrPromise
 
 PENDING, FAILED, DELETING = "pending", "failed", "deleting"
 STATES = [
@@ -38,7 +44,7 @@ STATES = [
 ]
 
 
-def can_view(user) -> bool:
+def can_view(user: AbstractUser | AnonymousUser) -> bool:
     """Wagtail admin access and the right to change images (model or collection permission)."""
     if not (user.is_active and user.is_authenticated and user.has_perm("wagtailadmin.access_admin")):
         return False
@@ -92,9 +98,9 @@ class RenditionsReportFilterSet(WagtailFilterSet):
 
     class Meta:
         model = Failure  # the rows come from several queries; the view applies the cleaned values itself
-        fields = []
+        fields: list[str] = []
 
-    def keep(self, queryset, name, value):
+    def keep(self, queryset: QuerySet[Any], name: str, value: object) -> QuerySet[Any]:
         return queryset
 
 
@@ -103,7 +109,7 @@ class RetryColumn(Column):
 
     cell_template_name = "auto_renditions/retry_cell.html"
 
-    def get_cell_context_data(self, instance, parent_context):
+    def get_cell_context_data(self, instance: Failure, parent_context: dict[str, Any]) -> dict[str, Any]:
         context = super().get_cell_context_data(instance, parent_context)
         request = parent_context.get("request")
         context["csrf_token"] = get_token(request) if request else ""
@@ -112,7 +118,7 @@ class RetryColumn(Column):
         return context
 
 
-def _image_edit_url(row) -> str:
+def _image_edit_url(row: Failure | PendingDeletion) -> str:
     return reverse("wagtailimages:edit", args=[row.image_id])
 
 
@@ -153,13 +159,13 @@ class RenditionsReportView(ReportView):
     is_searchable = True
     paginate_by = 25
 
-    def dispatch(self, request, *args, **kwargs):
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not can_view(request.user):
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
 
     @cached_property
-    def cleaned_filters(self) -> dict:
+    def cleaned_filters(self) -> dict[str, Any]:
         if self.filters and self.filters.is_valid():
             return self.filters.form.cleaned_data
         return {}
@@ -174,24 +180,24 @@ class RenditionsReportView(ReportView):
         return int(value) if value is not None else None
 
     @property
-    def columns(self):
+    def columns(self) -> list[Column]:
         return COLUMNS[self.state]
 
     @property
-    def no_results_message(self):
+    def no_results_message(self) -> StrOrPromise:
         if self.state == FAILED:
             return _("No failed renditions.")
         if self.state == DELETING:
             return _("No renditions are waiting for deletion.")
         return _("Every published post has all its renditions.")
 
-    def filter_queryset(self, queryset):
+    def filter_queryset(self, queryset: QuerySet[Any] | list[Any]) -> QuerySet[Any] | list[Any]:
         return queryset  # the filters are applied in get_queryset (rows are not one model's queryset)
 
-    def _claimed_images(self):
-        return Claim.objects.filter(post_id=self.post_id).values("image_id")
+    def _claimed_images(self, post_id: int) -> QuerySet[Claim, Any]:
+        return Claim.objects.filter(post_id=post_id).values("image_id")
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Failure] | QuerySet[PendingDeletion] | list[status.PostProgress]:
         if self.state == PENDING:
             from cast.models import Post
 
@@ -205,12 +211,12 @@ class RenditionsReportView(ReportView):
             return [p for p in progress if not p.ready]
         rows = status.failures() if self.state == FAILED else status.pending_deletions()
         if self.post_id is not None:
-            rows = rows.filter(image_id__in=self._claimed_images())
+            rows = rows.filter(image_id__in=self._claimed_images(self.post_id))
         if self.search_query:
             rows = rows.filter(image__title__icontains=self.search_query)
         return rows
 
-    def get_context_data(self, *args, **kwargs):
+    def get_context_data(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(*args, **kwargs)
         context["summary"] = Summary.collect()
         context["state"] = self.state
@@ -219,7 +225,7 @@ class RenditionsReportView(ReportView):
 
 
 @require_POST
-def retry(request, image_id: int):
+def retry(request: HttpRequest, image_id: int) -> HttpResponseRedirect:
     """Forget an image's failures and queue its claimed renditions again (the worker retries at once)."""
     if not can_view(request.user):
         raise PermissionDenied
