@@ -48,8 +48,9 @@ class AutoRenditionsSettings:
     #: Minutes between two runs of the housekeeping task (due deletions, lost tasks); installed as a
     #: django-q2 schedule by ``migrate``. 0 disables the schedule.
     SWEEP_MINUTES: int = 1
-    #: Originals with more pixels than this render one spec at a time instead of three: a 24-megapixel
-    #: original rendered three at a time peaks near 700 MB per worker process. 0 renders every image serially.
+    #: Originals with more pixels than this render one spec at a time instead of three, because each of
+    #: Wagtail's pool threads keeps its own heap (figures: ``docs/BENCHMARKS.md``, section 4). 0 renders every
+    #: image serially.
     SERIAL_RENDER_PIXELS: int = 12_000_000
 
 

@@ -87,8 +87,8 @@ def int_array(values: Iterable[int]) -> str:
 
 
 class _AnyOf(Lookup[int]):
-    """``column = ANY(array)``: PostgreSQL gets the ids as one parameter. Building and sending an ``IN`` list of
-    100 ids costs Django and psycopg about half a millisecond more per query (``benchmarks/planning_cost.py``)."""
+    """``column = ANY(array)``: PostgreSQL gets the ids as one parameter, cheaper for Django and psycopg to build
+    and send than an ``IN`` list of as many parameters (``docs/BENCHMARKS.md``, section 3)."""
 
     lookup_name = "any_of"  # used as an expression, never registered on a field
     prepare_rhs = False
@@ -332,8 +332,8 @@ def _unnest_insert(
     """PostgreSQL: one array per column, unnested into rows.
 
     A column with one value for all rows (the post, the time) is sent once; a text column with repeated values
-    (the specs of a camera's photos) as its distinct values and one index per row: psycopg escapes the quotes of
-    every JSON text in an array in Python, 6 ms for a 100-image post's specs.
+    (the specs of a camera's photos) as its distinct values and one index per row, because psycopg escapes the
+    quotes of every JSON text in an array in Python (``docs/BENCHMARKS.md``, section 3).
     """
     items: list[str] = []
     item_params: list[Any] = []
