@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 from django.conf import settings
 
+__all__ = ["DEFAULT_KEEP_FILTER_SPECS", "AutoRenditionsSettings", "get_settings"]
+
 #: Filter specs the app never deletes, whoever claimed them: the ones Wagtail 8's admin and django-cast 0.2.67
 #: render outside post bodies (found with grep in the installed packages). Wagtail admin: listing thumbnails
 #: ``max-165x165``, edit/preview ``max-800x600``, chooser ``max-150x150``, ``original``. django-cast: social cover
