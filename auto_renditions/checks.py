@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from django.apps import apps
+from django.apps import AppConfig, apps
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 from .signal_handlers import CAST_PUBLISH_DISPATCH_UID
 
 
 @register("auto_renditions")
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     from .conf import get_settings
 
     try:
         conf = get_settings()
     except (TypeError, ValueError) as error:
         return [Error(str(error), hint="See the settings reference in the README.", id="auto_renditions.E001")]
-    errors = []
+    errors: list[CheckMessage] = []
     numeric = (
         "DELETE_GRACE_SECONDS",
         "TASK_TIMEOUT",
@@ -41,8 +42,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
 
 
 @register("auto_renditions")
-def check_django_q(app_configs: Any = None, **kwargs: Any) -> list:
-    problems = []
+def check_django_q(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    problems: list[CheckMessage] = []
     if not apps.is_installed("django_q"):
         problems.append(
             Error(
@@ -75,12 +76,12 @@ def check_django_q(app_configs: Any = None, **kwargs: Any) -> list:
 
 
 @register("auto_renditions")
-def check_cast_receiver(app_configs: Any = None, **kwargs: Any) -> list:
+def check_cast_receiver(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     from wagtail.signals import page_published
 
     from . import rendering
 
-    problems = []
+    problems: list[CheckMessage] = []
     if any(receiver[0][0] == CAST_PUBLISH_DISPATCH_UID for receiver in page_published.receivers):
         problems.append(
             Error(
@@ -100,8 +101,9 @@ def check_cast_receiver(app_configs: Any = None, **kwargs: Any) -> list:
     return problems
 
 
-@register("auto_renditions", "database")
-def check_sqlite_locking(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+# Not tagged "database": it reads the settings only, so a plain `manage.py check` reports it.
+@register("auto_renditions")
+def check_sqlite_locking(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     db = settings.DATABASES.get("default", {})
     if "sqlite" in db.get("ENGINE", "") and db.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
         return [

@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 
 from django.conf import settings
 
+__all__ = ["DEFAULT_KEEP_FILTER_SPECS", "AutoRenditionsSettings", "get_settings"]
+
 #: Filter specs the app never deletes, whoever claimed them: the ones Wagtail 8's admin and django-cast 0.2.67
 #: render outside post bodies (found with grep in the installed packages). Wagtail admin: listing thumbnails
 #: ``max-165x165``, edit/preview ``max-800x600``, chooser ``max-150x150``, ``original``. django-cast: social cover
@@ -50,8 +52,9 @@ class AutoRenditionsSettings:
     #: Minutes between two runs of the housekeeping task (due deletions, lost tasks); installed as a
     #: django-q2 schedule by ``migrate``. 0 disables the schedule.
     SWEEP_MINUTES: int = 1
-    #: Originals with more pixels than this render one spec at a time instead of three: a 24-megapixel
-    #: original rendered three at a time peaks near 700 MB per worker process. 0 renders every image serially.
+    #: Originals with more pixels than this render one spec at a time instead of three, because each of
+    #: Wagtail's pool threads keeps its own heap (figures: ``docs/BENCHMARKS.md``, section 4). 0 renders every
+    #: image serially.
     SERIAL_RENDER_PIXELS: int = 12_000_000
 
 

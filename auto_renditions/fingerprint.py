@@ -9,12 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import CheckMessage, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connections, router
+
+if TYPE_CHECKING:
+    from .models import SettingsFingerprint
 
 #: django-cast settings that decide which filter specs a post's images need.
 CAST_SETTINGS = (
@@ -51,7 +56,7 @@ def fingerprint(data: dict[str, Any] | None = None) -> str:
     return hashlib.sha256(canonical_json(current_settings() if data is None else data).encode()).hexdigest()
 
 
-def stored():
+def stored() -> SettingsFingerprint | None:
     """The stored fingerprint row, or ``None``."""
     from .models import SettingsFingerprint
 
@@ -79,13 +84,22 @@ def changed_settings(old_json: str, new: dict[str, Any]) -> list[str]:
     return sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
 
 
-@register("auto_renditions")
-def check_settings_fingerprint(app_configs: Any = None, **kwargs: Any) -> list:
-    """W010 when the settings differ from the ones ``sync`` stored; silent before the first sync or migrate."""
+@register("auto_renditions", Tags.database)
+def check_settings_fingerprint(
+    app_configs: Sequence[AppConfig] | None = None, databases: Collection[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W010 when the settings differ from the ones ``sync`` stored; silent before the first sync or migrate.
+
+    A database check: it runs only for the aliases Django names (``migrate``, ``check --database default``),
+    so a plain ``manage.py check`` does not query the database.
+    """
     from .models import SettingsFingerprint
 
+    alias = router.db_for_read(SettingsFingerprint)
+    if not databases or alias not in databases:
+        return []
     try:
-        if SettingsFingerprint._meta.db_table not in connection.introspection.table_names():
+        if SettingsFingerprint._meta.db_table not in connections[alias].introspection.table_names():
             return []
         row = stored()
     except (DatabaseError, ImproperlyConfigured):

@@ -2,16 +2,15 @@
 and resizing once per output size, shared by every format of that size (JPEG and AVIF of ``width-987``).
 
 Wagtail's batch API reads the original's bytes once but decodes them again for every spec, and django-cast asks
-for each width in two formats. Measured on a 4000×3000 gallery image (12 specs, ``benchmarks/generation.py``):
--30 % CPU and a lower memory peak, with output byte-identical to Wagtail's (``tests/test_generation.py``).
+for each width in two formats. That saves about a third of the CPU and lowers the memory peak, with output
+byte-identical to Wagtail's (``tests/test_generation.py``; figures in ``docs/BENCHMARKS.md``, section 5).
 Everything after the resize — django-cast's ``srgb`` operation, format, quality, encoding, file naming, the
 database insert — is Wagtail's code unchanged. Originals other than plain JPEG/PNG take Wagtail's path.
 
 Memory: every decoded or resized picture is dropped as soon as no spec of the task needs it any more (the original
 once the last size is made), the specs render smallest first, and originals over ``SERIAL_RENDER_PIXELS`` render
 one spec at a time in the calling thread (Wagtail's single-rendition API) instead of three at a time in Wagtail's
-thread pool, where each thread holds its own encoder buffers and glibc heap. A 24-megapixel original peaked near
-700 MB per worker process before; see ``docs/BENCHMARKS.md``.
+thread pool, where each thread holds its own encoder buffers and glibc heap (``docs/BENCHMARKS.md``, section 4).
 """
 
 from __future__ import annotations

@@ -100,7 +100,9 @@ def delete_post(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 @_logged
-def post_media_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: set | None, **kwargs):
+def post_media_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[int] | None, **kwargs: Any
+) -> None:
     """``Post.images`` or ``Post.galleries`` changed outside a publish: replan the live posts concerned."""
     if action not in {"post_add", "post_remove", "post_clear"}:
         return
@@ -113,7 +115,9 @@ def post_media_changed(sender: Any, instance: Any, action: str, reverse: bool, p
 
 
 @_logged
-def gallery_images_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: set | None, **kwargs):
+def gallery_images_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[int] | None, **kwargs: Any
+) -> None:
     """A gallery's images changed: every live post showing that gallery (django-cast shares them) is replanned."""
     from cast.models import Post
 

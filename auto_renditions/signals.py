@@ -2,6 +2,8 @@
 
 from django.dispatch import Signal
 
+__all__ = ["claims_changed", "renditions_deleted", "renditions_failed", "renditions_generated"]
+
 #: A ledger transaction changed claims. ``change``: :class:`auto_renditions.ledger.LedgerChange`
 #: (``added``, ``removed``, ``released`` as ``(image_id, filter_spec)`` sets). Sent inside the transaction.
 claims_changed = Signal()

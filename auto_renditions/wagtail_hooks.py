@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from django.urls import include, path, reverse
 from django.utils.translation import gettext as _
 from wagtail import hooks
@@ -10,19 +13,25 @@ from wagtail.admin.widgets import Button
 
 from . import status, urls, views
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser, AnonymousUser
+    from django.http import HttpRequest
+    from django.urls import URLResolver
+    from wagtail.models import Page
+
 
 class RenditionsReportMenuItem(MenuItem):
-    def is_shown(self, request) -> bool:
+    def is_shown(self, request: HttpRequest) -> bool:
         return views.can_view(request.user)
 
 
 @hooks.register("register_admin_urls")
-def register_admin_urls():
+def register_admin_urls() -> list[URLResolver]:
     return [path("auto-renditions/", include(urls, namespace="auto_renditions"))]
 
 
 @hooks.register("register_reports_menu_item")
-def register_report_menu_item():
+def register_report_menu_item() -> RenditionsReportMenuItem:
     return RenditionsReportMenuItem(
         _("Renditions"), reverse("auto_renditions:report"), name="auto-renditions", icon_name="image", order=900
     )
@@ -41,7 +50,9 @@ def status_label(progress: status.PostProgress) -> str:
 
 
 @hooks.register("register_page_header_buttons")
-def rendition_status_button(page, user, view_name, next_url=None):
+def rendition_status_button(
+    page: Page, user: AbstractUser | AnonymousUser, view_name: str, next_url: str | None = None
+) -> Iterator[Button]:
     """On the editor of a published post: how many of its renditions exist, linking to the report."""
     from cast.models import Post
 

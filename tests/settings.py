@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import cast
 from cast import CAST_APPS, CAST_MIDDLEWARE
@@ -65,6 +66,7 @@ TEMPLATES = [
 ]
 
 DB = os.environ.get("AUTO_RENDITIONS_DB", "sqlite")
+DATABASES: dict[str, dict[str, Any]]
 if DB == "postgres":
     DATABASES = {
         "default": {

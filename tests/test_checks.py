@@ -1,11 +1,16 @@
 """System checks catch the misconfigurations that would make the app silently do nothing or the wrong thing."""
 
+import io
+
 import pytest
 from django.core import checks
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from wagtail.signals import page_published
 
 from auto_renditions import checks as app_checks
-from auto_renditions import conf, rendering
+from auto_renditions import conf, fingerprint, rendering
 from auto_renditions.signal_handlers import CAST_PUBLISH_DISPATCH_UID
 
 
@@ -60,13 +65,48 @@ def test_retry_not_above_timeout_is_a_warning(settings):
     assert "auto_renditions.W002" in ids(app_checks.check_django_q())
 
 
-def test_sqlite_without_immediate_transactions_is_a_warning(settings):
+def check_command(*args: str) -> str:
+    """What ``manage.py check`` prints about issues (warnings go to stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command("check", *args, stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+def sqlite_without_immediate_transactions(settings) -> None:
     default = settings.DATABASES["default"]
     if "sqlite" not in default["ENGINE"]:
         settings.DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}}
     else:
         settings.DATABASES = {"default": {**default, "OPTIONS": {}}}
+
+
+def test_sqlite_without_immediate_transactions_is_a_warning(settings):
+    sqlite_without_immediate_transactions(settings)
     assert "auto_renditions.W003" in ids(app_checks.check_sqlite_locking())
+
+
+def test_plain_check_command_reports_sqlite_locking(settings):
+    sqlite_without_immediate_transactions(settings)
+    assert "auto_renditions.W003" in check_command()
+
+
+@pytest.mark.django_db
+def test_sqlite_locking_is_not_a_database_check(settings):
+    # `check --tag database` selects the checks that query a database; W003 reads only the settings.
+    sqlite_without_immediate_transactions(settings)
+    assert "auto_renditions.W003" not in check_command("--tag", "database", "--database", "default")
+
+
+@pytest.mark.django_db
+def test_settings_fingerprint_is_a_database_check(settings):
+    fingerprint.store()
+    settings.CAST_IMAGE_FORMATS = ["jpeg", "webp"]
+    with CaptureQueriesContext(connection) as queries:
+        plain = check_command()
+    assert "auto_renditions.W010" not in plain
+    assert len(queries) == 0
+    assert "auto_renditions.W010" in check_command("--database", "default")
+    assert "auto_renditions.W010" in check_command("--tag", "database", "--database", "default")
 
 
 @pytest.mark.parametrize(

@@ -364,7 +364,9 @@ def test_young_files_without_rows_are_not_orphans_yet(site):
 
 def test_settings_fingerprint_warning(site, settings):
     def warnings():
-        return [m for m in run_checks(tags=["auto_renditions"]) if m.id == "auto_renditions.W010"]
+        return [
+            m for m in run_checks(tags=["auto_renditions"], databases=["default"]) if m.id == "auto_renditions.W010"
+        ]
 
     assert warnings() == []  # nothing stored yet
     run("sync")

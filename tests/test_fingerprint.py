@@ -39,13 +39,13 @@ def test_every_shaping_setting_changes_the_fingerprint(settings, name, value):
 
 @pytest.mark.django_db
 def test_store_keeps_one_row_and_the_check_follows_it(settings):
-    assert fingerprint.check_settings_fingerprint() == []
+    assert fingerprint.check_settings_fingerprint(databases=["default"]) == []
     fingerprint.store()
     fingerprint.store()
     assert SettingsFingerprint.objects.count() == 1
-    assert fingerprint.check_settings_fingerprint() == []
+    assert fingerprint.check_settings_fingerprint(databases=["default"]) == []
     settings.CAST_IMAGE_FORMATS = ["jpeg", "webp"]
-    [warning] = fingerprint.check_settings_fingerprint()
+    [warning] = fingerprint.check_settings_fingerprint(databases=["default"])
     assert warning.id == "auto_renditions.W010" and "CAST_IMAGE_FORMATS" in warning.msg
 
 
@@ -53,6 +53,6 @@ def test_store_keeps_one_row_and_the_check_follows_it(settings):
 def test_no_warning_before_the_table_exists(settings, monkeypatch):
     fingerprint.store()
     settings.CAST_IMAGE_FORMATS = ["jpeg"]
-    assert fingerprint.check_settings_fingerprint()
+    assert fingerprint.check_settings_fingerprint(databases=["default"])
     monkeypatch.setattr(connection.introspection, "table_names", lambda *a, **k: ["django_migrations"])
-    assert fingerprint.check_settings_fingerprint() == []
+    assert fingerprint.check_settings_fingerprint(databases=["default"]) == []

@@ -150,16 +150,20 @@ def fix(violations: Collection[Violation]) -> list[str]:
     by_kind: dict[str, list[Violation]] = {}
     for violation in violations:
         by_kind.setdefault(violation.kind, []).append(violation)
-    if drift := {v.post_id for v in by_kind.get("drift", [])}:
+    if drift := {v.post_id for v in by_kind.get("drift", []) if v.post_id is not None}:
         for batch in inventory.batches(drift):
             ledger.sync_posts(batch)
         done.append(f"re-synced the claims of {len(drift)} post(s)")
-    if stale := {v.post_id for v in by_kind.get("stale_claim", [])}:
+    if stale := {v.post_id for v in by_kind.get("stale_claim", []) if v.post_id is not None}:
         for batch in inventory.batches(stale):
             ledger.release_posts(batch)
         done.append(f"released the claims of {len(stale)} post(s) that are not live")
     # Released claims may be due at once (no grace period): delete those together with the overdue ones.
-    due = {v.image_id for v in by_kind.get("overdue_deletion", []) + by_kind.get("stale_claim", [])}
+    due = {
+        v.image_id
+        for v in by_kind.get("overdue_deletion", []) + by_kind.get("stale_claim", [])
+        if v.image_id is not None
+    }
     if due:
         done.append(f"ran due deletions for {len(due)} image(s): {tasks.delete_due_renditions(due)}")
     if missing := by_kind.get("missing_file", []):

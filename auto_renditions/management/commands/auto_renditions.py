@@ -140,8 +140,8 @@ class Command(BaseCommand):
                 yield f"  + {spec}"
             for spec in item["obsolete"]:
                 yield f"  - {spec}"
-        for item in plan.unplannable:
-            yield f"image {item.image_id}: cannot be planned: {item.error}"
+        for unplannable in plan.unplannable:
+            yield f"image {unplannable.image_id}: cannot be planned: {unplannable.error}"
         yield (
             f"Total: {len(plan.required)} required, {len(plan.missing)} missing, {len(plan.obsolete)} obsolete "
             f"({_bytes(plan.obsolete_bytes)} on storage)."
@@ -278,7 +278,7 @@ class Command(BaseCommand):
             {"post_id": p.post_id, "title": p.title, "required": p.required, "pending": p.pending, "failed": p.failed}
             for p in status.posts_not_ready()
         ]
-        data = {
+        data: dict[str, Any] = {
             "broker_queue": status.broker_queue_size(),
             "queued_images": status.queued_images().count(),
             "in_flight": list(status.in_flight().values_list("image_id", flat=True)),
