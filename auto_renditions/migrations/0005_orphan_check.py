@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('auto_renditions', '0003_claim_per_image'),
+        ('auto_renditions', '0004_lease_attempts'),
     ]
 
     operations = [
