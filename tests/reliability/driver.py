@@ -191,6 +191,7 @@ class Writer:
     def op_replace_image_form(self) -> None:
         """Replace the file the way the admin's edit view does, through Wagtail's own form class."""
         from django.contrib.auth import get_user_model
+        from django.db import transaction
         from wagtail.images.forms import get_image_form
         from wagtail.images.models import Image
 
@@ -208,7 +209,11 @@ class Writer:
         form = form_class(data=data, files=files, instance=image, user=user)
         if not form.is_valid():
             raise AssertionError(f"image form invalid: {form.errors.as_json()}")
-        form.save()
+        # As Wagtail's edit view saves it (``EditView.form_valid``): in one transaction. The form deletes the
+        # image's renditions after saving the new file; outside a transaction a worker could make the new
+        # file's renditions in between, and the form would delete those.
+        with transaction.atomic():
+            form.save()
 
     def op_delete_image(self) -> None:
         if (image := self._own_image()) is None:
