@@ -5,9 +5,13 @@ The rest of the app asks these instead of testing versions or vendors itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+if TYPE_CHECKING:
+    from django.db.backends.mysql.base import DatabaseWrapper as MySQLDatabaseWrapper
+    from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
 #: What the ledger's SQL needs: JSON functions that turn a JSON list into rows (``json_each``, ``JSON_TABLE``,
 #: ``jsonb_array_elements_text``) and, for several processes, row locks or one database write lock.
@@ -22,12 +26,14 @@ def unsupported_database(connection: BaseDatabaseWrapper) -> str | None:
     if vendor == "sqlite":
         if connection.features.supports_json_field:
             return None
-        name = f"SQLite {connection.Database.sqlite_version} without its JSON functions"
+        sqlite = cast("SQLiteDatabaseWrapper", connection)
+        name = f"SQLite {sqlite.Database.sqlite_version} without its JSON functions"
         return f"auto_renditions supports {SUPPORTED_DATABASES}, not {name}."
     if vendor == "mysql":
-        if connection.mysql_is_mariadb and connection.mysql_version < (10, 6):
+        mysql = cast("MySQLDatabaseWrapper", connection)
+        if mysql.mysql_is_mariadb and mysql.mysql_version < (10, 6):
             # JSON_TABLE, which the per-rendition view and the id lists use, came with MariaDB 10.6.
-            name = f"MariaDB {'.'.join(map(str, connection.mysql_version))}"
+            name = f"MariaDB {'.'.join(map(str, mysql.mysql_version))}"
         else:
             return None
     else:

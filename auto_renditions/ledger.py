@@ -16,13 +16,16 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import OperationalError, connection, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Lookup, Q
 from django.db.models.constants import OnConflict
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
@@ -93,11 +96,11 @@ def lock_images(image_ids: Iterable[int]) -> None:
             logger.debug("image locks taken out of order: held up to %s, now %s", max(held), sorted(ids))
         if ids:
             transaction.on_commit(_HeldImageLocks(frozenset(ids)))
-    ids = sorted(ids)
-    if not ids:
+    ordered = sorted(ids)
+    if not ordered:
         return
     if connection.vendor == "mysql":
-        insert_rows(ImageLock, ("image_id",), [(i,) for i in ids], update=("image_id",), unique=("image_id",))
+        insert_rows(ImageLock, ("image_id",), [(i,) for i in ordered], update=("image_id",), unique=("image_id",))
         return
     if connection.vendor == "postgresql":
         # A new row is ours until commit, an existing one is row-locked by the update: one round trip, not two.
@@ -106,10 +109,10 @@ def lock_images(image_ids: Iterable[int]) -> None:
             cursor.execute(
                 f"INSERT INTO {table} ({column}) SELECT unnest(%s::bigint[]) "
                 f"ON CONFLICT ({column}) DO UPDATE SET {column} = EXCLUDED.{column}",
-                [int_array(ids)],
+                [int_array(ordered)],
             )
         return
-    insert_rows(ImageLock, ("image_id",), [(i,) for i in ids])
+    insert_rows(ImageLock, ("image_id",), [(i,) for i in ordered])
 
 
 def int_array(values: Iterable[int]) -> str:
@@ -121,19 +124,19 @@ def int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
-class _AnyOf(Lookup):
+class _AnyOf(Lookup[int]):
     """``column = ANY(array)``: PostgreSQL gets the ids as one parameter. Building and sending an ``IN`` list of
     100 ids costs Django and psycopg about half a millisecond more per query (``benchmarks/planning_cost.py``)."""
 
     lookup_name = "any_of"  # used as an expression, never registered on a field
     prepare_rhs = False
 
-    def as_sql(self, compiler, connection):
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, tuple[str | int, ...]]:
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s::bigint[])", [*lhs_params, int_array(self.rhs)]
+        return f"{lhs} = ANY(%s::bigint[])", (*lhs_params, int_array(self.rhs))
 
 
-def among(field_name: str, values: Iterable[int]) -> Q | Lookup:
+def among(field_name: str, values: Iterable[int]) -> Q | Lookup[int]:
     """A filter ``field_name IN values`` for integer ids, as ``= ANY(array)`` on PostgreSQL."""
     values = sorted(values)
     if connection.vendor == "postgresql":
@@ -141,7 +144,7 @@ def among(field_name: str, values: Iterable[int]) -> Q | Lookup:
     return Q(**{f"{field_name}__in": values})
 
 
-def _ids_in(column: str, ids: Iterable[int]) -> tuple[str, object]:
+def _ids_in(column: str, ids: Iterable[int]) -> tuple[str, str]:
     """Raw SQL ``column IN ids`` with the ids as one parameter: an array on PostgreSQL, a JSON list elsewhere
     (``json_each`` on SQLite, ``JSON_TABLE`` on MySQL 8 / MariaDB 10.6+)."""
     ids = sorted(ids)
@@ -153,12 +156,12 @@ def _ids_in(column: str, ids: Iterable[int]) -> tuple[str, object]:
     return f"{column} IN (SELECT value FROM json_each(%s))", json.dumps(ids)
 
 
-def _converter(model_field: models.Field):
+def _converter(model_field: models.Field[Any, Any]) -> Callable[[Any], Any]:
     """Turn a raw value of ``model_field`` into what the ORM returns (SQLite hands datetimes over as text)."""
     col = model_field.get_col(model_field.model._meta.db_table)
     converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
 
-    def convert(value):
+    def convert(value: Any) -> Any:
         for converter in converters:
             value = converter(value, col, connection)
         return value
@@ -210,6 +213,7 @@ def _post_images_sql() -> str:
     def through(model: type[models.Model], name: str) -> tuple[str, str, str]:
         """A many-to-many field's table with its two columns."""
         m2m = model._meta.get_field(name)
+        assert isinstance(m2m, models.ManyToManyField)
         return quote(m2m.m2m_db_table()), quote(m2m.m2m_column_name()), quote(m2m.m2m_reverse_name())
 
     regular, galleries, in_gallery = through(Post, "images"), through(Post, "galleries"), through(Gallery, "images")
@@ -395,14 +399,17 @@ def insert_rows(
     if not rows:
         return
     opts = model._meta
-    fields = [opts.get_field(name) for name in field_names]
+    fields = [_concrete_field(model, name) for name in field_names]
     quote = connection.ops.quote_name
     conflict = OnConflict.UPDATE if update else OnConflict.IGNORE
     # SQLite skips with INSERT OR IGNORE, MySQL with INSERT IGNORE; the others with a suffix.
     insert = connection.ops.insert_statement(on_conflict=conflict)
-    into = f"{insert} {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+    into = f"{insert} {quote(opts.db_table)} ({', '.join(quote(_column(f)) for f in fields)})"
     on_conflict = connection.ops.on_conflict_suffix_sql(
-        fields, conflict, [opts.get_field(n).column for n in update], [opts.get_field(n).column for n in unique]
+        fields,
+        conflict,
+        [_concrete_field(model, n).column for n in update],
+        [_concrete_field(model, n).column for n in unique],
     )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -413,14 +420,30 @@ def insert_rows(
             cursor.executemany(f"{into} VALUES ({values}) {on_conflict}", rows)
 
 
-def _unnest_insert(into: str, fields: list, rows: list[tuple]) -> tuple[str, list]:
+def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    model_field = model._meta.get_field(name)
+    assert isinstance(model_field, models.Field), f"{name} is a relation, not a column"
+    return model_field
+
+
+def _column(model_field: models.Field[Any, Any]) -> str:
+    assert model_field.column is not None, f"{model_field.name} has no column"
+    return model_field.column
+
+
+def _unnest_insert(
+    into: str, fields: Sequence[models.Field[Any, Any]], rows: Sequence[tuple[Any, ...]]
+) -> tuple[str, list[Any]]:
     """PostgreSQL: one array per column, unnested into rows.
 
     A column with one value for all rows (the post, the time) is sent once; a text column with repeated values
     (the specs of a camera's photos) as its distinct values and one index per row: psycopg escapes the quotes of
     every JSON text in an array in Python, 6 ms for a 100-image post's specs.
     """
-    items, item_params, arrays, array_params = [], [], [], []
+    items: list[str] = []
+    item_params: list[Any] = []
+    arrays: list[tuple[str, str]] = []
+    array_params: list[str | list[Any]] = []
     for n, (model_field, column) in enumerate(zip(fields, zip(*rows, strict=True), strict=True)):
         db_type = model_field.db_type(connection)
         distinct = list(dict.fromkeys(column))

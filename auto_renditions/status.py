@@ -26,7 +26,7 @@ class PostProgress:
         return self.pending == 0
 
 
-def _missing_claims():
+def _missing_claims() -> QuerySet[ClaimedRendition]:
     has_rendition = Rendition.objects.filter(image_id=OuterRef("image_id"), filter_spec=OuterRef("filter_spec"))
     has_failure = Failure.objects.filter(
         Q(filter_spec=OuterRef("filter_spec")) | Q(filter_spec="*"), image_id=OuterRef("image_id")
@@ -56,29 +56,29 @@ def posts_not_ready(post_ids: Iterable[int] | QuerySet | None = None) -> list[Po
     return [p for p in post_progress(post_ids) if not p.ready]
 
 
-def failures():
+def failures() -> QuerySet[Failure]:
     """Failed renditions, newest first (``image``, ``filter_spec``, ``error``, ``attempts``)."""
     # Without the file: an image with no usable size would make Django's ImageField open the original.
     return Failure.objects.select_related("image").defer("image__file").order_by("-last_failed_at")
 
 
-def exhausted_failures():
+def exhausted_failures() -> QuerySet[Failure]:
     return failures().filter(attempts__gte=get_settings().MAX_ATTEMPTS)
 
 
-def pending_deletions():
+def pending_deletions() -> QuerySet[PendingDeletion]:
     return PendingDeletion.objects.select_related("image").defer("image__file").order_by("due_at")
 
 
-def overdue_deletions():
+def overdue_deletions() -> QuerySet[PendingDeletion]:
     return pending_deletions().filter(due_at__lte=timezone.now())
 
 
-def queued_images():
+def queued_images() -> QuerySet[QueuedImage]:
     return QueuedImage.objects.order_by("queued_at")
 
 
-def in_flight():
+def in_flight() -> QuerySet[QueuedImage]:
     return QueuedImage.objects.filter(leased_until__gt=timezone.now())
 
 

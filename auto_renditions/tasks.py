@@ -10,7 +10,7 @@ import traceback
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -45,7 +45,7 @@ DIED = "the worker stopped before it finished (killed, out of memory, or timed o
 class Lease:
     image_id: int
     holder: uuid.UUID
-    token: object
+    token: uuid.UUID
     attempts: int
 
 
@@ -87,9 +87,10 @@ def _generate(lease: Lease) -> str:
         specs = ledger.missing({(image_id, spec) for spec in ledger.claimed_keys(image_id)})
         made_now = _render(image, {spec for _, spec in specs}) if specs else set()
         made |= made_now
-        token = _finish(image_id, token, made, source=(image.file.name, image.file_hash), made_now=made_now)
-        if token is None:
+        next_token = _finish(image_id, token, made, source=(image.file.name, image.file_hash), made_now=made_now)
+        if next_token is None:
             return f"image {image_id}: made {len(made)} rendition(s)"
+        token = next_token
     with transaction.atomic():  # more work keeps arriving: hand it to a fresh task, with fresh attempts
         ledger.lock_images([image_id])
         if QueuedImage.objects.filter(image_id=image_id, leased_by=lease.holder).update(
@@ -268,8 +269,8 @@ def _give_up(image_id: int, reason: str = "", *, holder: uuid.UUID | None = None
 
 
 def _finish(
-    image_id: int, token: object, made: set[str], *, source: tuple[str, str], made_now: set[str]
-) -> object | None:
+    image_id: int, token: uuid.UUID, made: set[str], *, source: tuple[str, str], made_now: set[str]
+) -> uuid.UUID | None:
     """Drop the queue entry if nothing new was queued meanwhile; else return the new token for another round.
 
     Renditions made for a spec that lost its claim while we worked are handed to deletion; renditions made
@@ -366,7 +367,7 @@ def delete_due_renditions(image_ids: Iterable[int] | None = None) -> str:
     return f"deleted {deleted} rendition(s)"
 
 
-def _delete_for_image(image_id: int, now) -> int:
+def _delete_for_image(image_id: int, now: datetime) -> int:
     keep = set(get_settings().KEEP_FILTER_SPECS)
     with transaction.atomic():
         ledger.lock_images([image_id])  # first statement: see the latest claims, block new ones until commit
@@ -406,7 +407,7 @@ def sweep() -> str:
     )
 
 
-def _take_back(lost: set[int], now) -> tuple[set[int], int]:
+def _take_back(lost: set[int], now: datetime) -> tuple[set[int], int]:
     """Free the leases read as lost that still are (a redelivered task may have taken one since: it keeps it);
     an image whose attempts are used up gets its failures recorded instead of another task."""
     free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)

@@ -9,6 +9,7 @@ may edit, and retries only images they may change.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import django_filters
 from django import forms
@@ -17,7 +18,7 @@ from django.core.exceptions import BadRequest, PermissionDenied
 from django.core.validators import MaxValueValidator
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -34,7 +35,14 @@ from wagtail.permission_policies.pages import PagePermissionPolicy
 
 from . import ledger, queue, status
 from .compat import NumberColumn, image_permission_policy
-from .models import Claim, Failure
+from .models import Claim, Failure, PendingDeletion
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser, AnonymousUser
+    from django_stubs_ext import StrOrPromise
+    from wagtail.images.models import AbstractImage
+
+_Rows = TypeVar("_Rows", bound=QuerySet[Any])
 
 PENDING, FAILED, DELETING = "pending", "failed", "deleting"
 STATES = [
@@ -44,7 +52,7 @@ STATES = [
 ]
 
 
-def can_view(user) -> bool:
+def can_view(user: AbstractUser | AnonymousUser) -> bool:
     """Wagtail admin access and the right to change images (model or collection permission)."""
     if not (user.is_active and user.is_authenticated and user.has_perm("wagtailadmin.access_admin")):
         return False
@@ -64,14 +72,14 @@ class Scope:
     posts: QuerySet | None
 
     @classmethod
-    def of(cls, user) -> Scope:
+    def of(cls, user: AbstractUser | AnonymousUser) -> Scope:
         if user.is_active and user.is_superuser:
             return cls(None, None)
         images = image_permission_policy().instances_user_has_permission_for(user, "change").values("pk")
         posts = PagePermissionPolicy().instances_user_has_permission_for(user, "change").values("pk")
         return cls(images, posts)
 
-    def image_rows(self, rows: QuerySet) -> QuerySet:
+    def image_rows(self, rows: _Rows) -> _Rows:
         """Rows with an ``image`` foreign key, narrowed to the images in scope."""
         return rows if self.images is None else rows.filter(image_id__in=self.images)
 
@@ -136,9 +144,9 @@ class RenditionsReportFilterSet(WagtailFilterSet):
 
     class Meta:
         model = Failure  # the rows come from several queries; the view applies the cleaned values itself
-        fields = []
+        fields: list[str] = []
 
-    def keep(self, queryset, name, value):
+    def keep(self, queryset: QuerySet[Any], name: str, value: object) -> QuerySet[Any]:
         return queryset
 
 
@@ -147,7 +155,7 @@ class RetryColumn(Column):
 
     cell_template_name = "auto_renditions/retry_cell.html"
 
-    def get_cell_context_data(self, instance, parent_context):
+    def get_cell_context_data(self, instance: Failure, parent_context: dict[str, Any]) -> dict[str, Any]:
         context = super().get_cell_context_data(instance, parent_context)
         request = parent_context.get("request")
         context["csrf_token"] = get_token(request) if request else ""
@@ -156,7 +164,7 @@ class RetryColumn(Column):
         return context
 
 
-def _image_edit_url(row) -> str:
+def _image_edit_url(row: Failure | PendingDeletion) -> str:
     return reverse("wagtailimages:edit", args=[row.image_id])
 
 
@@ -197,7 +205,7 @@ class RenditionsReportView(ReportView):
     is_searchable = True
     paginate_by = 25
 
-    def dispatch(self, request, *args, **kwargs):
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not can_view(request.user):
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
@@ -207,7 +215,7 @@ class RenditionsReportView(ReportView):
         return Scope.of(self.request.user)
 
     @cached_property
-    def cleaned_filters(self) -> dict:
+    def cleaned_filters(self) -> dict[str, Any]:
         if not self.filters:
             return {}
         if not self.filters.is_valid():
@@ -225,24 +233,24 @@ class RenditionsReportView(ReportView):
         return int(value) if value is not None else None
 
     @property
-    def columns(self):
+    def columns(self) -> list[Column]:
         return COLUMNS[self.state]
 
     @property
-    def no_results_message(self):
+    def no_results_message(self) -> StrOrPromise:
         if self.state == FAILED:
             return _("No failed renditions.")
         if self.state == DELETING:
             return _("No renditions are waiting for deletion.")
         return _("Every published post has all its renditions.")
 
-    def filter_queryset(self, queryset):
+    def filter_queryset(self, queryset: QuerySet[Any] | list[Any]) -> QuerySet[Any] | list[Any]:
         return queryset  # the filters are applied in get_queryset (rows are not one model's queryset)
 
-    def _claimed_images(self):
-        return Claim.objects.filter(post_id=self.post_id).values("image_id")
+    def _claimed_images(self, post_id: int) -> QuerySet[Claim, Any]:
+        return Claim.objects.filter(post_id=post_id).values("image_id")
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Failure] | QuerySet[PendingDeletion] | list[status.PostProgress]:
         if self.state == PENDING:
             from cast.models import Post
 
@@ -256,12 +264,12 @@ class RenditionsReportView(ReportView):
             return [p for p in progress if not p.ready]
         rows = self.scope.image_rows(status.failures() if self.state == FAILED else status.pending_deletions())
         if self.post_id is not None:
-            rows = rows.filter(image_id__in=self._claimed_images())
+            rows = rows.filter(image_id__in=self._claimed_images(self.post_id))
         if self.search_query:
             rows = rows.filter(image__title__icontains=self.search_query)
         return rows
 
-    def get_context_data(self, *args, **kwargs):
+    def get_context_data(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(*args, **kwargs)
         context["summary"] = Summary.collect(self.scope)
         context["state"] = self.state
@@ -270,7 +278,7 @@ class RenditionsReportView(ReportView):
 
 
 @require_POST
-def retry(request, image_id: int):
+def retry(request: HttpRequest, image_id: int) -> HttpResponseRedirect:
     """Forget an image's failures and queue its claimed renditions again (the worker retries at once)."""
     if not can_view(request.user):
         raise PermissionDenied
@@ -301,6 +309,6 @@ def retry(request, image_id: int):
     return HttpResponseRedirect(next_url)
 
 
-def _image_or_404(image_id: int):
+def _image_or_404(image_id: int) -> AbstractImage:
     """The image, loaded without its file (an unusable size would make Django's ImageField open the original)."""
     return get_object_or_404(get_image_model().objects.defer("file"), pk=image_id)

@@ -167,7 +167,7 @@ def fix(violations: Collection[Violation]) -> list[str]:
     if due:
         done.append(f"ran due deletions for {len(due)} image(s): {tasks.delete_due_renditions(due)}")
     if missing := by_kind.get("missing_file", []):
-        for image_id in sorted({v.image_id for v in missing}):
+        for image_id in sorted({v.image_id for v in missing if v.image_id is not None}):
             with transaction.atomic():
                 ledger.lock_images([image_id])
                 files = [v.file for v in missing if v.image_id == image_id]
