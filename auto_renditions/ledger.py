@@ -26,7 +26,7 @@ from django.db.models.constants import OnConflict
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
-from . import planning, queue, signals
+from . import page_specs, planning, queue, signals
 from .conf import get_settings
 from .models import Claim, Failure, ImageLock, PendingDeletion, QueuedImage
 from .planning import Key
@@ -188,6 +188,10 @@ def requirement_for_posts(post_ids: Collection[int]) -> dict[int, planning.Requi
     for post_id, images in post_images(post_ids).items():
         if images:
             requirements[post_id] = planning.required_renditions(images)
+    for post_id, covers in page_specs.cover_requirements(post_ids).items():
+        specs = requirements[post_id].specs  # the page renders its cover outside the body
+        for image_id, cover in covers.items():
+            specs[image_id] = specs.get(image_id, frozenset()) | cover
     return requirements
 
 
