@@ -14,4 +14,5 @@ class AutoRenditionsConfig(AppConfig):
         page_specs.connect()
         rendering.install()
         preview.install()
+        preview.connect()
         post_migrate.connect(schedule.install_sweep, sender=self, dispatch_uid="auto_renditions.install_sweep")

@@ -28,7 +28,7 @@ from wagtail.images.models import Rendition
 
 from . import page_specs, planning, queue, signals
 from .conf import get_settings
-from .models import Claim, Failure, ImageLock, PendingDeletion, QueuedImage
+from .models import Claim, DraftClaim, Failure, ImageLock, PendingDeletion, QueuedImage
 from .planning import Key
 
 logger = logging.getLogger(__name__)
@@ -278,6 +278,18 @@ def write_claims(rows: Sequence[tuple[int, int, Sequence[str]]]) -> None:
     insert_rows(Claim, fields, values, update=("filter_specs",), unique=("image", "post"))
 
 
+def write_claims_of(
+    model: type[models.Model], post_id: int, specs: dict[int, frozenset[str]], **fields: object
+) -> None:
+    """Upsert one post's claim rows of ``model`` (``post``, ``image``, ``filter_specs`` and ``fields``)."""
+    if not specs:
+        return
+    names = ("post", "image", "filter_specs", *fields)
+    extra = [model._meta.get_field(n).get_db_prep_save(v, connection) for n, v in fields.items()]
+    rows = [(post_id, i, json.dumps(sorted(s)), *extra) for i, s in sorted(specs.items())]
+    insert_rows(model, names, rows, update=("filter_specs", *fields), unique=("image", "post"))
+
+
 def insert_rows(
     model: type[models.Model],
     field_names: Sequence[str],
@@ -514,6 +526,7 @@ def posts_using_images(image_ids: Collection[int]) -> set[int]:
 
 
 def claimed_keys(image_id: int) -> set[str]:
-    """The specs of ``image_id`` that any post claims."""
+    """The specs of ``image_id`` that any post claims, live or as a previewed draft (:class:`DraftClaim`)."""
     rows = Claim.objects.filter(image_id=image_id).values_list("filter_specs", flat=True)
-    return {spec for specs in rows for spec in specs}
+    drafts = DraftClaim.objects.filter(image_id=image_id).values_list("filter_specs", flat=True)
+    return {spec for specs in (*rows, *drafts) for spec in specs}

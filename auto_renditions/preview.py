@@ -12,11 +12,19 @@ missing, but gets none back to make. The preview then renders with what exists, 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import logging
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import ledger, planning, queue
+from .models import DraftClaim, PendingDeletion
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +35,92 @@ FUNCTION = "get_obsolete_and_missing_rendition_strings"
 CALLER = "PreviewMedia.from_post"
 
 
+#: How long a previewed draft keeps its renditions without being previewed again or published.
+DRAFT_CLAIM_SECONDS = 7 * 24 * 60 * 60
+
+#: The post whose preview is being built (django-cast's preview asks for the missing renditions without it).
+_previewed_post: contextvars.ContextVar[int | None] = contextvars.ContextVar("previewed_post", default=None)
+
+
 def warm_up(images_with_type: Iterable[tuple[str, Any]], missing: dict[int, set[str]]) -> None:
-    """The renditions a preview found missing; made by a worker, never in the request."""
+    """The renditions a preview found missing: the draft claims them provisionally and a worker makes them.
+
+    The draft's claims (:class:`~auto_renditions.models.DraftClaim`) count like a live post's, so nothing a
+    draft shows is deleted under it; they go when the post is published or deleted, or at their expiry. Only
+    images whose draft claims grew get a task (or a new token): a repeated preview queues nothing twice.
+    """
+    post_id = _previewed_post.get()
+    if post_id is None:  # a page that was never saved: nothing could own the work
+        return
+    requirement = planning.required_renditions(images_with_type)
+    expires_at = timezone.now() + timedelta(seconds=DRAFT_CLAIM_SECONDS)
+    with transaction.atomic():
+        before = dict(DraftClaim.objects.filter(post_id=post_id).values_list("image_id", "filter_specs"))
+        ledger.lock_images(set(requirement.specs) | set(before))
+        grown = {i for i, specs in requirement.specs.items() if not specs <= set(before.get(i, ()))}
+        ledger.write_claims_of(DraftClaim, post_id, requirement.specs, expires_at=expires_at)
+        dropped = {(i, spec) for i, specs in before.items() for spec in specs} - requirement.keys
+        DraftClaim.objects.filter(post_id=post_id).exclude(image_id__in=list(requirement.specs)).delete()
+        _release(dropped)
+        PendingDeletion.objects.filter(
+            image_id__in=list(requirement.specs), filter_spec__in={s for _, s in requirement.keys}
+        ).delete()  # a rendition the draft shows again is not deleted at the end of its grace period
+        new = ledger.queue_missing(requirement.keys, new_work=grown)
+    if new:
+        transaction.on_commit(lambda: queue.enqueue_generation_soon(new))
+
+
+def _release(keys: set[tuple[int, str]]) -> None:
+    """Schedule the deletion of the keys nobody claims any more, live or draft (call under the images' lock)."""
+    released = {(image_id, spec) for image_id, spec in keys if spec not in ledger.claimed_keys(image_id)}
+    ledger.mark_released(released)
+    queue.dispatch(ledger.LedgerChange(released=released))
+
+
+def release_drafts(post_ids: Iterable[int] | None = None, *, expired: bool = False) -> int:
+    """Drop the draft claims of these posts (published or deleted), or all expired ones; returns the rows."""
+    rows = DraftClaim.objects.all()
+    if post_ids is not None:
+        rows = rows.filter(post_id__in=list(post_ids))
+    if expired:
+        rows = rows.filter(expires_at__lte=timezone.now())
+    with transaction.atomic():
+        found = list(rows.values_list("pk", "image_id", "filter_specs"))
+        if not found:
+            return 0
+        ledger.lock_images({image_id for _, image_id, _ in found})
+        DraftClaim.objects.filter(pk__in=[pk for pk, _, _ in found]).delete()
+        _release({(image_id, spec) for _, image_id, specs in found for spec in specs})
+    return len(found)
+
+
+def post_published(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """The post's live claims (written by the publish receiver before this one) take over from its draft's."""
+    if isinstance(instance, _post_model()):
+        release_drafts([instance.pk])
+
+
+def post_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Release the draft's claims before the cascade removes them silently."""
+    if isinstance(instance, _post_model()) and instance.pk is not None:
+        release_drafts([instance.pk])
+
+
+def _post_model() -> type:
+    from cast.models import Post
+
+    return Post
+
+
+def connect() -> None:
+    from django.db.models.signals import pre_delete
+    from wagtail.signals import page_published
+
+    from .signal_handlers import _logged
+
+    # Connected after signal_handlers.connect(): the publish receiver has written the live claims by then.
+    page_published.connect(_logged(post_published), dispatch_uid="auto_renditions.release_draft_on_publish")
+    pre_delete.connect(_logged(post_deleting), dispatch_uid="auto_renditions.release_draft_on_delete")
 
 
 def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,11 +143,31 @@ def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
     return get_obsolete_and_missing_rendition_strings
 
 
+def wrap_from_post(method: Any) -> Any:
+    function = getattr(method, "__func__", method)
+    if getattr(function, "_auto_renditions_preview", False):
+        return method
+
+    @functools.wraps(function)
+    def from_post(cls: type, post: Any) -> Any:
+        token = _previewed_post.set(post.pk)  # the warm-up's owner
+        try:
+            return function(cls, post)
+        finally:
+            _previewed_post.reset(token)
+
+    from_post._auto_renditions_preview = True  # type: ignore[attr-defined]
+    return classmethod(from_post)
+
+
 def install() -> None:
     """Wrap django-cast's function where its preview looks it up (idempotent); a missing name is left to E006."""
     module = importlib.import_module(MODULE)
     if hasattr(module, FUNCTION):
         setattr(module, FUNCTION, wrap(getattr(module, FUNCTION)))
+    preview_media = getattr(module, "PreviewMedia", None)
+    if preview_media is not None and "from_post" in vars(preview_media):
+        preview_media.from_post = wrap_from_post(vars(preview_media)["from_post"])
 
 
 def installed() -> bool:
@@ -65,5 +177,6 @@ def installed() -> bool:
         caller = module.PreviewMedia.from_post
     except (ImportError, AttributeError):
         return False
-    code = getattr(caller, "__func__", caller).__code__
+    function = getattr(caller, "__func__", caller)
+    code = getattr(function, "__wrapped__", function).__code__
     return FUNCTION in code.co_names and getattr(getattr(module, FUNCTION, None), "_auto_renditions_preview", False)

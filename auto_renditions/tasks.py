@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import Image, Rendition
 
-from . import cleanup, generation, ledger, page_specs, queue, signals
+from . import cleanup, generation, ledger, page_specs, preview, queue, signals
 from .conf import get_settings
 from .models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 
@@ -191,6 +191,7 @@ def _delete_for_image(image_id: int, now) -> int:
 def sweep() -> str:
     """Housekeeping, run by a django-q2 schedule: due deletions, due retries, and work whose task was lost."""
     _release_stale_claims()
+    preview.release_drafts(expired=True)  # a draft never published leaves nothing behind
     deleted = delete_due_renditions()
     cleanup.delete_files()  # files whose deletion failed or never ran (a storage outage, a killed worker)
     lost = set(QueuedImage.objects.filter(leased_until__lt=timezone.now()).values_list("image_id", flat=True))
