@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from . import ledger, planning, queue
 from .models import DraftClaim, PendingDeletion
+from .signal_handlers import _logged
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,14 @@ def release_drafts(post_ids: Iterable[int] | None = None, *, expired: bool = Fal
     return len(found)
 
 
+@_logged
 def post_published(sender: Any, instance: Any, **kwargs: Any) -> None:
     """The post's live claims (written by the publish receiver before this one) take over from its draft's."""
     if isinstance(instance, _post_model()):
         release_drafts([instance.pk])
 
 
+@_logged
 def post_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
     """Release the draft's claims before the cascade removes them silently."""
     if isinstance(instance, _post_model()) and instance.pk is not None:
@@ -116,11 +119,33 @@ def connect() -> None:
     from django.db.models.signals import pre_delete
     from wagtail.signals import page_published
 
-    from .signal_handlers import _logged
-
     # Connected after signal_handlers.connect(): the publish receiver has written the live claims by then.
-    page_published.connect(_logged(post_published), dispatch_uid="auto_renditions.release_draft_on_publish")
-    pre_delete.connect(_logged(post_deleting), dispatch_uid="auto_renditions.release_draft_on_delete")
+    page_published.connect(post_published, dispatch_uid="auto_renditions.release_draft_on_publish")
+    pre_delete.connect(post_deleting, dispatch_uid="auto_renditions.release_draft_on_delete")
+
+
+def draft_status() -> dict[str, int]:
+    """Draft-owned work, apart from the live posts': drafts holding claims, their renditions, how many of those
+    are not made yet, and claims past their expiry (the sweep releases them)."""
+    from wagtail.images.models import Rendition
+
+    rows = list(DraftClaim.objects.values_list("post_id", "image_id", "filter_specs", "expires_at"))
+    claimed = {(image_id, spec) for _, image_id, specs, _ in rows for spec in specs}
+    images = {image_id for image_id, _ in claimed}
+    made = set(Rendition.objects.filter(image_id__in=images).values_list("image_id", "filter_spec"))
+    now = timezone.now()
+    return {
+        "drafts": len({post_id for post_id, *_ in rows}),
+        "renditions": len(claimed),
+        "missing": len(claimed - made),
+        "expired": sum(1 for *_, expires_at in rows if expires_at <= now),
+    }
+
+
+def expired_draft_claims() -> list[tuple[int, int]]:
+    """``(post_id, image_id)`` of draft claims past their expiry: the sweep should have released them."""
+    rows = DraftClaim.objects.filter(expires_at__lte=timezone.now()).order_by("post_id", "image_id")
+    return list(rows.values_list("post_id", "image_id"))
 
 
 def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
