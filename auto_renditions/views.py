@@ -6,7 +6,7 @@ the views only add permission checks, filtering and pagination (Wagtail's own re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import django_filters
 from django import forms
@@ -27,7 +27,7 @@ from wagtail.admin.views.reports import ReportView
 from wagtail.images import get_image_model
 from wagtail.permissions import policy_registry
 
-from . import ledger, queue, status
+from . import ledger, preview, queue, status
 from .models import Claim, Failure
 
 PENDING, FAILED, DELETING = "pending", "failed", "deleting"
@@ -67,6 +67,8 @@ class Summary:
     queued_images: int
     in_flight: int
     broker_queue_size: int | None
+    #: Draft-owned work (:func:`auto_renditions.preview.draft_status`), apart from the live posts'.
+    drafts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def collect(cls) -> Summary:
@@ -81,6 +83,7 @@ class Summary:
             queued_images=status.queued_images().count(),
             in_flight=status.in_flight().count(),
             broker_queue_size=status.broker_queue_size(),
+            drafts=preview.draft_status(),
         )
 
 

@@ -127,3 +127,28 @@ def test_with_a_worker_a_previewed_post_is_ready_when_it_goes_live(blog, client)
         assert not QueuedImage.objects.exists()  # nothing left to make: the warm-up made it all
         urls, problems = media_urls(client.get(post.url).content.decode())
         assert problems == [] and not [url for url in urls if "/original_images/" in url]
+
+
+def test_status_report_and_check_show_draft_owned_work(blog, client, settle, django_capture_on_commit_callbacks):
+    from tests.test_admin import REPORT
+    from tests.test_command import run_json
+
+    photo = make_image(1600, 1200)
+    draft = make_post(blog, "draft", publish=False)
+    preview(client, draft, [photo], django_capture_on_commit_callbacks)
+    claimed = len(draft_keys(draft))
+
+    _, data = run_json("status")
+    assert data["drafts"] == {"drafts": 1, "renditions": claimed, "missing": claimed, "expired": 0}
+    assert data["posts_not_ready"] == []  # a draft is not a live post: its work is shown apart
+    html = client.get(REPORT).content.decode()
+    assert f'data-summary="draft_renditions">{claimed}<' in html
+
+    settle()
+    DraftClaim.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    code, found = run_json("check")
+    assert code == 1 and {v["kind"] for v in found["violations"]} == {"expired_draft"}
+    with django_capture_on_commit_callbacks(execute=True):
+        code, _ = run_json("check", "--fix")
+    assert not DraftClaim.objects.exists()
+    assert set(PendingDeletion.objects.values_list("image_id", "filter_spec")) == keys(photo)
