@@ -8,8 +8,11 @@ class AutoRenditionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, fingerprint, rendering, schedule, signal_handlers  # noqa: F401 - checks register
+        from . import checks, fingerprint, page_specs, preview, rendering, schedule, signal_handlers  # noqa: F401 - checks register
 
         signal_handlers.connect()
+        page_specs.connect()
         rendering.install()
+        preview.install()
+        preview.connect()
         post_migrate.connect(schedule.install_sweep, sender=self, dispatch_uid="auto_renditions.install_sweep")

@@ -79,7 +79,7 @@ def check_django_q(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 def check_cast_receiver(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     from wagtail.signals import page_published
 
-    from . import rendering
+    from . import preview, rendering
 
     problems: list[CheckMessage] = []
     if any(receiver[0][0] == CAST_PUBLISH_DISPATCH_UID for receiver in page_published.receivers):
@@ -96,6 +96,15 @@ def check_cast_receiver(app_configs: Sequence[AppConfig] | None = None, **kwargs
                 "The pending-rendition fallback is not installed in django-cast's rendering path.",
                 hint="This django-cast version may have moved get_srcset_images_for_slots.",
                 id="auto_renditions.E005",
+            )
+        )
+    if not preview.installed():
+        problems.append(
+            Error(
+                "Previews would make renditions in the request: the takeover of django-cast's preview media "
+                "path is not installed.",
+                hint=f"This django-cast version may have moved {preview.FUNCTION} out of {preview.CALLER}.",
+                id="auto_renditions.E006",
             )
         )
     return problems

@@ -29,9 +29,9 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
-from . import planning, queue, signals
+from . import page_specs, planning, queue, signals
 from .conf import get_settings
-from .models import Claim, Failure, ImageLock, PendingDeletion, QueuedImage
+from .models import Claim, DraftClaim, Failure, ImageLock, PendingDeletion, QueuedImage
 from .planning import Key
 
 logger = logging.getLogger(__name__)
@@ -239,6 +239,10 @@ def requirement_for_posts(
     for post_id, images in (post_images(post_ids) if rows is None else rows).items():
         if images:
             requirements[post_id] = planning.required_renditions(images)
+    for post_id, covers in page_specs.cover_requirements(post_ids).items():
+        specs = requirements[post_id].specs  # the page renders its cover outside the body
+        for image_id, cover in covers.items():
+            specs[image_id] = specs.get(image_id, frozenset()) | cover
     return requirements
 
 
@@ -380,6 +384,18 @@ def write_claims(rows: Sequence[tuple[int, int, Sequence[str]]]) -> None:
     values = [(post_id, image_id, as_json(tuple(specs)), now) for post_id, image_id, specs in rows]
     fields = ("post", "image", "filter_specs", "created_at")
     insert_rows(Claim, fields, values, update=("filter_specs",), unique=("image", "post"))
+
+
+def write_claims_of(
+    model: type[models.Model], post_id: int, specs: dict[int, frozenset[str]], **fields: object
+) -> None:
+    """Upsert one post's claim rows of ``model`` (``post``, ``image``, ``filter_specs`` and ``fields``)."""
+    if not specs:
+        return
+    names = ("post", "image", "filter_specs", *fields)
+    extra = [model._meta.get_field(n).get_db_prep_save(v, connection) for n, v in fields.items()]
+    rows = [(post_id, i, json.dumps(sorted(s)), *extra) for i, s in sorted(specs.items())]
+    insert_rows(model, names, rows, update=("filter_specs", *fields), unique=("image", "post"))
 
 
 def insert_rows(
@@ -638,6 +654,7 @@ def posts_using_images(image_ids: Collection[int]) -> set[int]:
 
 
 def claimed_keys(image_id: int) -> set[str]:
-    """The specs of ``image_id`` that any post claims."""
+    """The specs of ``image_id`` that any post claims, live or as a previewed draft (:class:`DraftClaim`)."""
     rows = Claim.objects.filter(image_id=image_id).values_list("filter_specs", flat=True)
-    return {spec for specs in rows for spec in specs}
+    drafts = DraftClaim.objects.filter(image_id=image_id).values_list("filter_specs", flat=True)
+    return {spec for specs in (*rows, *drafts) for spec in specs}

@@ -170,3 +170,27 @@ class SettingsFingerprint(models.Model):
 
     def __str__(self) -> str:
         return self.fingerprint
+
+
+class DraftClaim(models.Model):
+    """A provisional claim: a previewed draft of ``post`` needs the renditions ``filter_specs`` of ``image``.
+
+    Counted like a :class:`Claim` (nothing it names is deleted while it exists), but owned by a draft: it goes when
+    the post is published (its live claims take over) or deleted, and the sweep releases it at ``expires_at``, so a
+    draft that is never published leaves nothing behind.
+    """
+
+    post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    image = models.ForeignKey(
+        "wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    filter_specs = models.JSONField(default=list)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "post"], name="auto_renditions_draft_claim_image_post")
+        ]
+
+    def __str__(self) -> str:
+        return f"draft of post {self.post_id} claims {len(self.filter_specs)} rendition(s) of image {self.image_id}"

@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import Image, Rendition
 
-from . import cleanup, generation, ledger, queue, signals
+from . import cleanup, generation, ledger, page_specs, preview, queue, signals
 from .conf import get_settings
 from .models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 
@@ -373,7 +373,7 @@ def _delete_for_image(image_id: int, now: datetime) -> int:
         ledger.lock_images([image_id])  # first statement: see the latest claims, block new ones until commit
         pending = list(PendingDeletion.objects.filter(image_id=image_id, due_at__lte=now))
         specs = {p.filter_spec for p in pending}
-        doomed = specs - ledger.claimed_keys(image_id) - keep
+        doomed = specs - ledger.claimed_keys(image_id) - (keep - page_specs.claimable_specs())
         count = 0
         if doomed:
             count = cleanup.delete_renditions(Rendition.objects.filter(image_id=image_id, filter_spec__in=doomed))
@@ -384,6 +384,7 @@ def _delete_for_image(image_id: int, now: datetime) -> int:
 def sweep() -> str:
     """Housekeeping, run by a django-q2 schedule: due deletions, due retries, and work whose task was lost."""
     _release_stale_claims()
+    preview.release_drafts(expired=True)  # a draft never published leaves nothing behind
     deleted = delete_due_renditions()
     cleanup.delete_files()  # files whose deletion failed or never ran (a storage outage, a killed worker)
     now = timezone.now()

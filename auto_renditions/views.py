@@ -8,7 +8,7 @@ may edit, and retries only images they may change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import django_filters
@@ -33,7 +33,7 @@ from wagtail.images import get_image_model
 from wagtail.models import Page
 from wagtail.permission_policies.pages import PagePermissionPolicy
 
-from . import ledger, queue, status
+from . import ledger, preview, queue, status
 from .compat import NumberColumn, image_permission_policy
 from .models import Claim, Failure, PendingDeletion
 
@@ -109,6 +109,8 @@ class Summary:
     queued_images: int
     in_flight: int
     broker_queue_size: int | None
+    #: Draft-owned work (:func:`auto_renditions.preview.draft_status`), apart from the live posts'.
+    drafts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, scope: Scope = Scope(None, None)) -> Summary:
@@ -124,6 +126,7 @@ class Summary:
             queued_images=scope.image_rows(status.queued_images()).count(),
             in_flight=scope.image_rows(status.in_flight()).count(),
             broker_queue_size=status.broker_queue_size(),
+            drafts=preview.draft_status(),
         )
 
 

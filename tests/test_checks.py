@@ -152,3 +152,25 @@ def test_keep_filter_specs_collections_are_accepted(settings, value):
     settings.AUTO_RENDITIONS = {"KEEP_FILTER_SPECS": value}
     assert not app_checks.check_settings()
     assert set(conf.get_settings().KEEP_FILTER_SPECS) == set(value)
+
+
+def test_preview_takeover_missing_is_an_error(monkeypatch):
+    import cast.preview_media
+
+    from auto_renditions import preview
+
+    wrapped = getattr(cast.preview_media, preview.FUNCTION)
+    monkeypatch.setattr(cast.preview_media, preview.FUNCTION, wrapped.__wrapped__)
+    assert not preview.installed()
+    assert "auto_renditions.E006" in ids(app_checks.check_cast_receiver())
+
+
+def test_preview_path_moved_by_django_cast_is_an_error(monkeypatch):
+    """django-cast's preview no longer asks the wrapped function: its renditions would be made in the request."""
+    import cast.preview_media
+
+    def from_post(cls, post):
+        return None
+
+    monkeypatch.setattr(cast.preview_media.PreviewMedia, "from_post", classmethod(from_post))
+    assert "auto_renditions.E006" in ids(app_checks.check_cast_receiver())

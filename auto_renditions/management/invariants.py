@@ -15,7 +15,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from wagtail.images.models import Rendition
 
-from .. import cleanup, inventory, ledger, planning, queue, status, tasks
+from .. import cleanup, inventory, ledger, planning, preview, queue, status, tasks
 from ..models import ClaimedRendition, Failure, QueuedImage
 
 KINDS = {
@@ -25,6 +25,7 @@ KINDS = {
     "overdue_deletion": "released rendition still present past its due time",
     "missing_file": "claimed rendition row whose file is missing from storage",
     "orphan_file": "file named like a rendition of an existing original, with no Rendition row",
+    "expired_draft": "draft claim past its expiry (the sweep releases it)",
 }
 
 #: Files in the rendition folder that are not named like a rendition: another app's, never touched.
@@ -58,6 +59,7 @@ def find(wrap: inventory.Wrap = inventory.no_progress, min_orphan_age: float = 0
     found += _overdue()
     found += _missing_files(wrap)
     found += _orphans(min_orphan_age)
+    found += [Violation("expired_draft", post_id, image_id) for post_id, image_id in preview.expired_draft_claims()]
     return found
 
 
@@ -176,6 +178,8 @@ def fix(violations: Collection[Violation]) -> list[str]:
     requeue = {(v.image_id, v.filter_spec) for v in missing + by_kind.get("unqueued", [])}
     if requeue:
         done.append(f"queued {len(_queue(requeue))} image(s) for generation")
+    if by_kind.get("expired_draft"):
+        done.append(f"released {preview.release_drafts(expired=True)} expired draft claim(s)")
     if orphans := by_kind.get("orphan_file", []):
         storage = cleanup.rendition_storage()
         names = cleanup.rendition_names()  # again: an original may have gone since the check

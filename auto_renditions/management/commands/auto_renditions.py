@@ -16,7 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from ... import fingerprint, inventory, ledger, status, tasks
+from ... import fingerprint, inventory, ledger, preview, status, tasks
 from ...models import PendingDeletion, QueuedImage
 from .. import invariants
 
@@ -286,6 +286,7 @@ class Command(BaseCommand):
             "posts_not_ready": not_ready,
             "pending_deletions": status.pending_deletions().count(),
             "overdue_deletions": status.overdue_deletions().count(),
+            "drafts": preview.draft_status(),
             "fingerprint_current": fingerprint.fingerprint(),
             "fingerprint_stored": stored.fingerprint if stored else None,
         }
@@ -296,6 +297,11 @@ class Command(BaseCommand):
             f"Failures: {len(failures)}.",
         ]
         lines += [f"  image {f['image_id']} {f['filter_spec']}: {f['error']} ({f['attempts']}x)" for f in failures]
+        drafts = data["drafts"]
+        lines.append(
+            f"Previewed drafts: {drafts['drafts']} claim {drafts['renditions']} rendition(s), "
+            f"{drafts['missing']} not made yet, {drafts['expired']} claim(s) expired."
+        )
         lines.append(f"Posts not fully rendered: {len(not_ready)}.")
         lines += [f"  post {p['post_id']} {p['title']}: {p['pending']}/{p['required']} pending" for p in not_ready]
         if stored is None:
