@@ -393,7 +393,7 @@ def write_claims_of(
     if not specs:
         return
     names = ("post", "image", "filter_specs", *fields)
-    extra = [model._meta.get_field(n).get_db_prep_save(v, connection) for n, v in fields.items()]
+    extra = [_concrete_field(model, n).get_db_prep_save(v, connection) for n, v in fields.items()]
     rows = [(post_id, i, json.dumps(sorted(s)), *extra) for i, s in sorted(specs.items())]
     insert_rows(model, names, rows, update=("filter_specs", *fields), unique=("image", "post"))
 

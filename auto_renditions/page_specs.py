@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def audio_facade_specs() -> frozenset[str]:
     from wagtail.images.templatetags.wagtailimages_tags import ImageNode
 
     try:
-        nodes = get_template(AUDIO_TEMPLATE).template.nodelist.get_nodes_by_type(ImageNode)
+        template: Any = get_template(AUDIO_TEMPLATE)
+        nodes = template.template.nodelist.get_nodes_by_type(ImageNode)  # the Django backend wraps it
     except Exception:  # noqa: BLE001 - a template django-cast dropped means no facade to plan, not a failed publish
         logger.exception("auto_renditions: cannot read the image specs of %s", AUDIO_TEMPLATE)
         return frozenset()

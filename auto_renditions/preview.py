@@ -109,7 +109,7 @@ def post_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
         release_drafts([instance.pk])
 
 
-def _post_model() -> type:
+def _post_model() -> type[Any]:
     from cast.models import Post
 
     return Post
