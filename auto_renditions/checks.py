@@ -104,7 +104,7 @@ def check_cast_receiver(app_configs: Sequence[AppConfig] | None = None, **kwargs
                 "Previews would make renditions in the request: the takeover of django-cast's preview media "
                 "path is not installed.",
                 hint=f"This django-cast version may have moved {preview.FUNCTION} out of {preview.CALLER}.",
-                id="auto_renditions.E006",
+                id="auto_renditions.E007",
             )
         )
     return problems

@@ -186,7 +186,7 @@ def wrap_from_post(method: Any) -> Any:
 
 
 def install() -> None:
-    """Wrap django-cast's function where its preview looks it up (idempotent); a missing name is left to E006."""
+    """Wrap django-cast's function where its preview looks it up (idempotent); a missing name is left to E007."""
     module = importlib.import_module(MODULE)
     if hasattr(module, FUNCTION):
         setattr(module, FUNCTION, wrap(getattr(module, FUNCTION)))

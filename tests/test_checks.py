@@ -162,7 +162,7 @@ def test_preview_takeover_missing_is_an_error(monkeypatch):
     wrapped = getattr(cast.preview_media, preview.FUNCTION)
     monkeypatch.setattr(cast.preview_media, preview.FUNCTION, wrapped.__wrapped__)
     assert not preview.installed()
-    assert "auto_renditions.E006" in ids(app_checks.check_cast_receiver())
+    assert "auto_renditions.E007" in ids(app_checks.check_cast_receiver())
 
 
 def test_preview_path_moved_by_django_cast_is_an_error(monkeypatch):
@@ -173,4 +173,4 @@ def test_preview_path_moved_by_django_cast_is_an_error(monkeypatch):
         return None
 
     monkeypatch.setattr(cast.preview_media.PreviewMedia, "from_post", classmethod(from_post))
-    assert "auto_renditions.E006" in ids(app_checks.check_cast_receiver())
+    assert "auto_renditions.E007" in ids(app_checks.check_cast_receiver())
