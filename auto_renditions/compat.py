@@ -55,6 +55,18 @@ def image_permission_policy() -> Any:
     return policy_registry.get_by_type(get_image_model())
 
 
+def refused_by_wagtail(image: Any, error: BaseException) -> bool:
+    """Whether Wagtail refused a spec for this image, an error no retry can mend: ``InvalidFilterSpecError`` (a
+    raster format for an SVG, Wagtail 7.1+), or on Wagtail 7.0 the ``AttributeError`` its SVG image class raises for
+    the same request (it has no raster operations)."""
+    from wagtail.images.exceptions import InvalidFilterSpecError
+
+    if isinstance(error, InvalidFilterSpecError):
+        return True
+    is_svg = getattr(image, "is_svg", None)
+    return isinstance(error, AttributeError) and callable(is_svg) and bool(is_svg())
+
+
 try:
     from wagtail.admin.ui.tables import NumberColumn
 except ImportError:  # Wagtail < 7.1: the same column, written out
@@ -71,4 +83,10 @@ except ImportError:  # Wagtail < 7.1: the same column, written out
             return context
 
 
-__all__ = ["SUPPORTED_DATABASES", "NumberColumn", "image_permission_policy", "unsupported_database"]
+__all__ = [
+    "SUPPORTED_DATABASES",
+    "NumberColumn",
+    "image_permission_policy",
+    "refused_by_wagtail",
+    "unsupported_database",
+]

@@ -20,13 +20,13 @@ from PIL import Image as PILImage
 from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import Image, Rendition
 
-from . import cleanup, generation, ledger, page_specs, preview, queue, signals
+from . import cleanup, compat, generation, ledger, page_specs, preview, queue, signals
 from .conf import get_settings
 from .models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
 
 logger = logging.getLogger(__name__)
 
-#: Errors that no retry can mend: a spec Wagtail refuses for this image (e.g. a raster format for an SVG), or
+#: Errors that no retry can mend besides a spec Wagtail refuses for this image (``compat.refused_by_wagtail``):
 #: an original over Pillow's MAX_IMAGE_PIXELS. Anything else (a storage outage, a file being replaced) is retried.
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (InvalidFilterSpecError, PILImage.DecompressionBombError)
 
@@ -323,7 +323,7 @@ def _render_specs(image: Image, specs: set[str]) -> set[str]:
                 made.add(spec)
             except Exception as error:  # noqa: BLE001
                 errors[spec] = f"{type(error).__name__}: {error}"
-                if isinstance(error, PERMANENT_ERRORS):
+                if isinstance(error, PERMANENT_ERRORS) or compat.refused_by_wagtail(image, error):
                     permanent.add(spec)
                 logger.debug("rendition %s of image %s failed:\n%s", spec, image.pk, traceback.format_exc())
     if made:

@@ -400,7 +400,10 @@ def test_an_error_no_retry_can_mend_is_not_retried(blog, run):
     post = run(lambda: make_post(blog, "p", images=[image]))
     assert post.live
     failures = list(Failure.objects.filter(image=image))
-    assert failures and all(f.attempts == 3 and "InvalidFilterSpec" in f.error for f in failures)
+    # Wagtail 7.1+ raises InvalidFilterSpecError; 7.0's SVG image class has no raster operations (AttributeError).
+    assert failures and all(
+        f.attempts == 3 and ("InvalidFilterSpec" in f.error or "SvgImage" in f.error) for f in failures
+    )
     run(tasks.sweep)
     assert [f.attempts for f in Failure.objects.filter(image=image)] == [3] * len(failures)
 
