@@ -81,30 +81,37 @@ def _is_blog(instance: object) -> bool:
     return isinstance(instance, Blog)
 
 
-def remember_blog_cover(sender: type, instance: object, raw: bool = False, **kwargs: object) -> None:
+def remember_blog_cover(sender: type, instance: Any, raw: bool = False, **kwargs: object) -> None:
     """Before a blog is saved, remember its cover (to tell a changed cover from any other edit)."""
-    if raw or not _is_blog(instance) or instance.pk is None:  # type: ignore[attr-defined]
+    if raw or not _is_blog(instance) or instance.pk is None:
         return
     from cast.models import Blog
 
-    old = Blog.objects.filter(pk=instance.pk).values_list("cover_image_id", flat=True).first()  # type: ignore[attr-defined]
-    instance._auto_renditions_old_cover = old  # type: ignore[attr-defined]
+    old = Blog.objects.filter(pk=instance.pk).values_list("cover_image_id", flat=True).first()
+    instance._auto_renditions_old_cover = old
 
 
-def blog_saved(sender: type, instance: object, created: bool = False, raw: bool = False, **kwargs: object) -> None:
+def blog_saved(sender: type, instance: Any, created: bool = False, raw: bool = False, **kwargs: object) -> None:
     """A blog's cover changed: its live posts without a cover of their own show the new one."""
     from .signal_handlers import _logged, sync_or_defer
 
     if raw or created or not hasattr(instance, "_auto_renditions_old_cover"):
         return
     old = instance.__dict__.pop("_auto_renditions_old_cover")
-    if old != instance.cover_image_id:  # type: ignore[attr-defined]
-        _logged(sync_or_defer)(posts_falling_back_to(instance.pk))  # type: ignore[attr-defined]
+    if old != instance.cover_image_id:
+        _logged(sync_or_defer)(posts_falling_back_to(instance.pk))
 
 
 def connect() -> None:
     """Wire the listeners of the page-level renditions (a post's own cover is replanned by its publish)."""
+    from cast.models import Blog
     from django.db.models.signals import post_save, pre_save
 
-    pre_save.connect(remember_blog_cover, dispatch_uid="auto_renditions.remember_blog_cover")
-    post_save.connect(blog_saved, dispatch_uid="auto_renditions.blog_saved")
+    from .signal_handlers import models_of
+
+    for model in models_of(Blog):
+        label = model._meta.label
+        pre_save.connect(
+            remember_blog_cover, sender=model, dispatch_uid=f"auto_renditions.remember_blog_cover.{label}"
+        )
+        post_save.connect(blog_saved, sender=model, dispatch_uid=f"auto_renditions.blog_saved.{label}")

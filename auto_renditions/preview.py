@@ -119,9 +119,13 @@ def connect() -> None:
     from django.db.models.signals import pre_delete
     from wagtail.signals import page_published
 
+    from .signal_handlers import models_of
+
     # Connected after signal_handlers.connect(): the publish receiver has written the live claims by then.
     page_published.connect(post_published, dispatch_uid="auto_renditions.release_draft_on_publish")
-    pre_delete.connect(post_deleting, dispatch_uid="auto_renditions.release_draft_on_delete")
+    for model in models_of(_post_model()):
+        uid = f"auto_renditions.release_draft_on_delete.{model._meta.label}"
+        pre_delete.connect(post_deleting, sender=model, dispatch_uid=uid)
 
 
 def draft_status() -> dict[str, int]:

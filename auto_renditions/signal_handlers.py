@@ -220,6 +220,13 @@ def rendition_deleted(sender: Any, instance: Rendition, **kwargs: Any) -> None:
     transaction.on_commit(_logged(requeue))
 
 
+def models_of(base: type[Any]) -> list[type[Any]]:
+    """``base`` and its subclasses (e.g. ``Post`` and ``Episode``): model signals are connected per model, never for
+    every sender, because a ``pre_delete`` receiver for a model turns off Django's fast delete of its rows (a
+    receiver without a sender: of sessions, django-q2's ORM queue, every model of the site)."""
+    return [model for model in apps.get_models() if issubclass(model, base)]
+
+
 def connect() -> None:
     """Wire every listener, replacing django-cast's synchronous rendition generation on publish."""
     from cast.models import Gallery, Post
@@ -227,13 +234,8 @@ def connect() -> None:
     page_published.disconnect(dispatch_uid=CAST_PUBLISH_DISPATCH_UID)
     page_published.connect(publish_post, dispatch_uid="auto_renditions.publish_post")
     page_unpublished.connect(unpublish_post, dispatch_uid="auto_renditions.unpublish_post")
-    # One receiver per post model, never one for every sender: a pre_delete receiver for a model turns off
-    # Django's fast delete of its rows (sessions, django-q2's ORM queue, ... for a receiver without sender).
-    for model in apps.get_models():
-        if issubclass(model, Post):
-            pre_delete.connect(
-                delete_post, sender=model, dispatch_uid=f"auto_renditions.delete_post.{model._meta.label}"
-            )
+    for model in models_of(Post):
+        pre_delete.connect(delete_post, sender=model, dispatch_uid=f"auto_renditions.delete_post.{model._meta.label}")
     m2m_changed.connect(post_media_changed, sender=Post.images.through, dispatch_uid="auto_renditions.post_images")
     m2m_changed.connect(
         post_media_changed, sender=Post.galleries.through, dispatch_uid="auto_renditions.post_galleries"

@@ -284,7 +284,8 @@ def test_summary_is_a_list_of_figures_that_reads_apart(admin_client, gallery_pos
     broker = summary(html, "broker_queue_size")
     assert summary_text(html) == (
         f"Pending renditions: {required} (1 post) | Failures: 0 (0 out of retries) | "
-        f"Awaiting deletion: 0 (0 due now) | Queued images: {queued} | In flight: 0 | Broker queue: {broker}"
+        f"Awaiting deletion: 0 (0 due now) | Previewed drafts: 0 renditions (0 not made yet, 0 drafts) | "
+        f"Queued images: {queued} | In flight: 0 | Broker queue: {broker}"
     )
 
 
