@@ -192,7 +192,11 @@ def test_a_task_that_exceeds_its_timeout_is_tried_max_attempts_times_then_report
         log = worker.output()
         assert deliveries(worker, big) == 2, log[-4000:]
     failures = Failure.objects.filter(image=big)
-    assert set(failures.values_list("filter_spec", flat=True)) == {spec for i, spec in required(post) if i == big.pk}
+    # The smallest specs may be made within the second before a stop (they are rendered one by one): every claimed
+    # spec still missing is a failure.
+    made = set(Rendition.objects.filter(image=big).values_list("filter_spec", flat=True))
+    missing = {spec for i, spec in required(post) if i == big.pk} - made
+    assert missing and set(failures.values_list("filter_spec", flat=True)) == missing
     assert all(f.attempts == 2 and ("timed out" in f.error or tasks.DIED in f.error) for f in failures)
     assert status.exhausted_failures().filter(image=big).count() == failures.count()
     assert not QueuedImage.objects.exists() and broker_queue_size() == 0
