@@ -6,7 +6,12 @@ from tests import harness
 
 
 def pytest_report_header(config):
-    return f"auto_renditions backends: {harness.backend_label()}"
+    from tests.reliability.seeds import RANDOM_SEED
+
+    return [
+        f"auto_renditions backends: {harness.backend_label()}",
+        f"random walk: this run's new seed is {RANDOM_SEED} (RELIABILITY_SEED={RANDOM_SEED} runs it alone)",
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 
@@ -15,26 +14,9 @@ from tests.factories import make_blog, make_image
 from tests.harness import drained, wait_until
 from tests.reliability import invariants
 from tests.reliability.conftest import needs_pg_redis, spawn, worker
+from tests.reliability.seeds import walk_seeds
 
 WRITERS = 3
-
-#: Seeds that failed once run on every CI run as regressions, with the editor actions they failed within: 857569
-#: (a live post's rendition deleted by the stray-file cleanup of another image, issue 13) at the full 500, since
-#: the files that clashed (``w2-form1``/``w2-form11``) come late in writer 2's sequence; 7 and 505788 (deadlocks,
-#: a rolled-back ``image_saved``, stale renditions of a replaced original) and 20261125 (the documented walk) at
-#: 150: a writer's actions are a prefix of the same sequence at any count, and their failures were in the races
-#: of the first actions. ``RELIABILITY_OPS`` overrides the count for every seed.
-REGRESSION_SEEDS: dict[int, int] = {857569: 500, 7: 150, 505788: 150, 20261125: 150}
-
-
-def walk_seeds() -> list[tuple[int, int]]:
-    """``(seed, ops)`` pairs: ``RELIABILITY_SEED`` alone if set, else the regressions and one new random seed."""
-    default_ops = int(os.environ.get("RELIABILITY_OPS", "500"))
-    if os.environ.get("RELIABILITY_SEED"):
-        return [(int(os.environ["RELIABILITY_SEED"]), default_ops)]
-    ops = {seed: int(os.environ.get("RELIABILITY_OPS") or n) for seed, n in REGRESSION_SEEDS.items()}
-    return [*ops.items(), (random.randrange(10**6), default_ops)]
-
 
 pytestmark = [pytest.mark.reliability, pytest.mark.worker, pytest.mark.postgres_only, needs_pg_redis()]
 
