@@ -251,7 +251,8 @@ def _give_up(image_id: int, reason: str = "", *, holder: uuid.UUID | None = None
             for spec in missing
         ],
         update_conflicts=True,
-        unique_fields=["image", "filter_spec"],
+        # MySQL's ON DUPLICATE KEY UPDATE names no conflict target (and must not be given one).
+        unique_fields=["image", "filter_spec"] if connection.features.supports_update_conflicts_with_target else None,
         update_fields=["error", "attempts", "last_failed_at"],
     )
     entry.delete()
