@@ -89,3 +89,17 @@ def edit_post(post, images=(), galleries=(), *, publish: bool = True):
         post.save_revision(user=post.owner)
     post.refresh_from_db()
     return post
+
+
+def required(post) -> set:
+    """What a live post requires, computed independently of the ledger, straight from django-cast."""
+    from cast.renditions import RenditionFilters
+
+    post = type(post).objects.get(pk=post.pk)
+    if not post.live:
+        return set()
+    return {
+        (image.pk, spec)
+        for image_type, image in post.get_all_images()
+        for spec in RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
+    }

@@ -16,7 +16,7 @@ from wagtail.images.models import Image, Rendition
 
 from auto_renditions import ledger, planning, tasks
 from auto_renditions.models import Claim, ClaimedRendition, Failure, PendingDeletion, QueuedImage
-from tests.factories import edit_post, make_image, make_post, publish_post
+from tests.factories import edit_post, make_image, make_post, publish_post, required
 
 pytestmark = pytest.mark.django_db
 
@@ -33,20 +33,6 @@ def run(django_capture_on_commit_callbacks, settle):
         return result
 
     return run
-
-
-def required(post) -> set:
-    """The requirement computed independently of the ledger, straight from django-cast."""
-    from cast.renditions import RenditionFilters
-
-    post = type(post).objects.get(pk=post.pk)
-    if not post.live:
-        return set()
-    return {
-        (image.pk, spec)
-        for image_type, image in post.get_all_images()
-        for spec in RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
-    }
 
 
 def claims(post=None) -> set:

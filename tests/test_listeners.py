@@ -16,23 +16,10 @@ from wagtail.images.models import Rendition
 
 from auto_renditions import ledger, queue, tasks
 from auto_renditions.models import ClaimedRendition, QueuedImage
-from tests.factories import body, make_image, make_post, photo_bytes, publish_post
+from tests.factories import body, make_image, make_post, photo_bytes, publish_post, required
 from tests.harness import Worker, wait_until
 
 pytestmark = pytest.mark.django_db
-
-
-def required(post) -> set:
-    from cast.renditions import RenditionFilters
-
-    post = type(post).objects.get(pk=post.pk)
-    if not post.live:
-        return set()
-    return {
-        (image.pk, spec)
-        for image_type, image in post.get_all_images()
-        for spec in RenditionFilters.from_wagtail_image_with_type(image, image_type).filter_strings
-    }
 
 
 def claims(post) -> set:
