@@ -19,14 +19,9 @@ from django.db import models
 from django.utils import timezone
 
 
-class Claim(models.Model):
-    """Post ``post`` needs the renditions ``filter_specs`` of ``image``: the ownership ledger, one row per post
-    and image.
-
-    A first publish writes one row per image instead of one per rendition (about ten times fewer rows and index
-    entries, most of a publish's ledger time on PostgreSQL); questions asked per rendition in SQL go through
-    :class:`ClaimedRendition`.
-    """
+class PostImageClaim(models.Model):
+    """What a live post's claim and a draft's claim share: post ``post`` needs renditions ``filter_specs`` of
+    ``image``."""
 
     # No database-level constraints (here and on the other per-image rows): a row written while another editor
     # deletes the post or image must not fail that whole commit (PostgreSQL checks deferred keys at COMMIT).
@@ -38,6 +33,20 @@ class Claim(models.Model):
     )
     #: The claimed filter specs, sorted.
     filter_specs = models.JSONField(default=list)
+
+    class Meta:
+        abstract = True
+
+
+class Claim(PostImageClaim):
+    """Post ``post`` needs the renditions ``filter_specs`` of ``image``: the ownership ledger, one row per post
+    and image.
+
+    A first publish writes one row per image instead of one per rendition (about ten times fewer rows and index
+    entries, most of a publish's ledger time on PostgreSQL); questions asked per rendition in SQL go through
+    :class:`ClaimedRendition`.
+    """
+
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -172,7 +181,7 @@ class SettingsFingerprint(models.Model):
         return self.fingerprint
 
 
-class DraftClaim(models.Model):
+class DraftClaim(PostImageClaim):
     """A provisional claim: a previewed draft of ``post`` needs the renditions ``filter_specs`` of ``image``.
 
     Counted like a :class:`Claim` (nothing it names is deleted while it exists), but owned by a draft: it goes when
@@ -180,11 +189,6 @@ class DraftClaim(models.Model):
     draft that is never published leaves nothing behind.
     """
 
-    post = models.ForeignKey("cast.Post", on_delete=models.CASCADE, related_name="+", db_constraint=False)
-    image = models.ForeignKey(
-        "wagtailimages.Image", on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
-    )
-    filter_specs = models.JSONField(default=list)
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
